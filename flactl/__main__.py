@@ -1,0 +1,3 @@
+from flactl.commands import main
+
+main()
