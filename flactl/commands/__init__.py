@@ -8,8 +8,6 @@ Each command module registers itself by calling ``register(app)``.
 from __future__ import annotations
 
 import importlib
-from typing import Optional
-
 import typer
 
 from flactl import __version__
@@ -37,8 +35,8 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Optional[bool] = typer.Option(
-        None, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
     """flactl: the lifecycle of linear-attention language models from one command line."""
