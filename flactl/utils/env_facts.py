@@ -12,6 +12,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from typing import Optional
@@ -104,12 +105,21 @@ def _triton_facts() -> dict:
 
 
 def _nvidia_driver() -> Optional[str]:
+    """Driver version from /proc, else nvidia-smi; None when no NVIDIA driver is present."""
     try:
         with open("/proc/driver/nvidia/version") as f:
-            m = re.search(r"Kernel Module\s+([\d.]+)", f.read())
-            return m.group(1) if m else "present"
+            m = re.search(r"Kernel Module\s+(?:for \w+\s+)?([\d.]+)", f.read())
+            if m:
+                return m.group(1)
     except OSError:
-        return None
+        if not shutil.which("nvidia-smi"):
+            return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "present"
+    except (OSError, subprocess.SubprocessError):
+        return "present"
 
 
 def _hardware_hints() -> dict:
