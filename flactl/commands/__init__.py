@@ -24,6 +24,11 @@ app = typer.Typer(
 # Subcommand modules, in the order shown by --help. A module is listed only once it really works.
 COMMAND_MODULES = [
     "check_env",
+    "train",
+    "init",
+    "generate",
+    "eval",
+    "bench",
 ]
 
 

@@ -145,7 +145,7 @@ def _hint(msg: str) -> str:
         return "FAMILY"
     if "preset" in msg:
         return "--preset"
-    if "num_heads" in msg or "num_kv_heads" in msg:
+    if "head" in msg:
         return "--num-heads"
     return "--set"
 

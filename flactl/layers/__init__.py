@@ -1,0 +1,18 @@
+"""Token-mixing layers (explicit keyword arguments, never a config object).
+
+Each returns ``(o, None, past_key_values)`` like fla's layers, runs ``chunk`` kernels for training and
+prefill and ``fused_recurrent`` for short inputs outside training (decoding), and accepts either a
+``[B, T]`` 0/1 ``attention_mask`` (unpadded internally; padding never enters a state) or
+``cu_seqlens`` for packed input.
+"""
+from .attn import Attention
+from .delta_net import DeltaNet
+from .gated_deltanet import GatedDeltaNet
+from .gla import GatedLinearAttention
+from .hgrn import HGRNAttention
+from .hgrn2 import HGRN2Attention
+from .mamba2 import Mamba2
+from .multiscale_retention import MultiScaleRetention
+
+__all__ = ["Attention", "DeltaNet", "GatedDeltaNet", "GatedLinearAttention", "HGRNAttention", "HGRN2Attention",
+           "Mamba2", "MultiScaleRetention"]

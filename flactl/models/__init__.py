@@ -1,0 +1,39 @@
+"""flactl's Hugging Face models. Importing this module registers every config / model with
+transformers' AutoConfig, AutoModel and AutoModelForCausalLM under fla's ``model_type`` names, so
+``AutoModelForCausalLM.from_pretrained(<fla checkpoint>)`` works after ``import flactl``."""
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from .cache import Cache
+from .config import FlactlConfig
+from .gla import GLAConfig, GLAForCausalLM, GLAModel
+from .hgrn import HGRN2Config, HGRN2ForCausalLM, HGRN2Model, HGRNConfig, HGRNForCausalLM, HGRNModel
+from .mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
+from .modeling import Block, FlactlForCausalLM, FlactlModel, FlactlPreTrainedModel
+from .delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
+from .gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
+from .retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
+from .transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
+
+FAMILIES = {
+    "transformer": (TransformerConfig, TransformerModel, TransformerForCausalLM),
+    "gla": (GLAConfig, GLAModel, GLAForCausalLM),
+    "gated_deltanet": (GatedDeltaNetConfig, GatedDeltaNetModel, GatedDeltaNetForCausalLM),
+    "retnet": (RetNetConfig, RetNetModel, RetNetForCausalLM),
+    "delta_net": (DeltaNetConfig, DeltaNetModel, DeltaNetForCausalLM),
+    "mamba2": (Mamba2Config, Mamba2Model, Mamba2ForCausalLM),
+    "hgrn": (HGRNConfig, HGRNModel, HGRNForCausalLM),
+    "hgrn2": (HGRN2Config, HGRN2Model, HGRN2ForCausalLM),
+}
+
+
+def _register():
+    for model_type, (config, model, lm) in FAMILIES.items():
+        AutoConfig.register(model_type, config, exist_ok=True)
+        AutoModel.register(config, model, exist_ok=True)
+        AutoModelForCausalLM.register(config, lm, exist_ok=True)
+
+
+_register()
+
+__all__ = ["Cache", "FlactlConfig", "Block", "FlactlModel", "FlactlForCausalLM", "FlactlPreTrainedModel",
+           "FAMILIES"] + [c.__name__ for trio in FAMILIES.values() for c in trio]

@@ -28,7 +28,9 @@ def naive_recurrent_delta_rule(
     cu_seqlens: Optional[torch.Tensor] = None,
     use_qk_l2norm: bool = False,
     dtype: torch.dtype = torch.float32,
+    use_qk_l2norm_in_kernel: bool = False,
 ):
+    use_qk_l2norm = use_qk_l2norm or use_qk_l2norm_in_kernel
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     G = HV // H

@@ -1,0 +1,139 @@
+"""Softmax attention (the Transformer family and the hybrid layers of every family) on torch SDPA.
+
+GQA (``num_kv_heads < num_heads``), sliding window (each query sees keys ``[i-W+1, i]``), RoPE by
+position id, optional qk RMSNorm and qkv bias. Keys/values are cached in the padded ``[B, T, H, D]``
+column layout of the ``attention_mask`` that ``generate`` passes, trimmed to the last ``window_size``
+columns when a window is set. Parameter names equal fla's ``Attention`` (``q_proj, k_proj, v_proj,
+o_proj, q_norm, k_norm``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._deps import RMSNorm
+from .utils import SeqContext, apply_rotary, get_layer_state, layer_context, rotary_cos_sin
+
+
+class Attention(nn.Module):
+    """Multi-head softmax attention.
+
+    Args:
+        hidden_size: model width h.
+        num_heads: query heads H; head_dim = h // H unless given.
+        num_kv_heads: key/value heads (GQA), divides num_heads. Default num_heads.
+        qkv_bias: bias on q/k/v projections.
+        qk_norm: RMSNorm over head_dim of q and k (before RoPE).
+        window_size: sliding window W (None = full causal attention).
+        rope_theta: RoPE base (None disables RoPE).
+        max_position_embeddings: accepted for fla compatibility (RoPE is computed on the fly).
+        layer_idx: index in the model (required with a cache).
+
+    forward(hidden_states [B, T, h], attention_mask [B, T] or [B, past+T] 0/1, past_key_values,
+    use_cache, cu_seqlens [N+1] for packed [1, T, h]) -> (o [B, T, h], None, past_key_values).
+    """
+
+    def __init__(self, hidden_size: int = 2048, num_heads: int = 32, num_kv_heads: Optional[int] = None,
+                 qkv_bias: bool = False, qk_norm: bool = False, window_size: Optional[int] = None,
+                 rope_theta: Optional[float] = 10000.0, max_position_embeddings: Optional[int] = None,
+                 head_dim: Optional[int] = None, norm_eps: float = 1e-6, layer_idx: Optional[int] = None,
+                 **kwargs):
+        super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_heads % num_kv_heads != 0:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+        self.hidden_size, self.num_heads, self.num_kv_heads = hidden_size, num_heads, num_kv_heads
+        self.head_dim = head_dim or hidden_size // num_heads
+        self.kv_dim = num_kv_heads * self.head_dim
+        self.qkv_bias, self.qk_norm = qkv_bias, qk_norm
+        self.window_size, self.rope_theta = window_size, rope_theta
+        self.max_position_embeddings = max_position_embeddings
+        self.layer_idx = layer_idx
+        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, self.kv_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, self.kv_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
+        if qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, eps=norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, eps=norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
+                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx: Optional[SeqContext] = None, **kwargs):
+        x, ctx, repad = layer_context(hidden_states, attention_mask, cu_seqlens, past_key_values,
+                                      self.layer_idx, seq_ctx)
+        lead = x.shape[:2]
+        q = self.q_proj(x).view(*lead, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(*lead, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(*lead, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope_theta is not None:
+            cos, sin = rotary_cos_sin(ctx.positions, self.head_dim, self.rope_theta, q.dtype)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+        state = get_layer_state(past_key_values, self.layer_idx)
+        past_kv = state.get("attn_state") if state is not None else None
+        if ctx.caller_cu_seqlens:
+            if past_kv is not None:
+                raise ValueError("softmax attention cannot continue a cache on a packed (cu_seqlens) input")
+            o = self._packed(q, k, v, ctx.cu_seqlens)
+            k_all, v_all = k, v
+        else:
+            q, k, v = ctx.pad(q), ctx.pad(k), ctx.pad(v)  # [B, T, *, D] padded layout
+            if past_kv is not None:
+                k_all, v_all = torch.cat([past_kv[0], k], 1), torch.cat([past_kv[1], v], 1)
+            else:
+                k_all, v_all = k, v
+            o = self._attend(q, k_all, v_all, ctx.key_mask)
+            o = ctx.unpad(o)
+        if past_key_values is not None and use_cache:
+            if self.window_size is not None and k_all.shape[1] > self.window_size:
+                k_all, v_all = k_all[:, -self.window_size:], v_all[:, -self.window_size:]
+            past_key_values.update_layer(self.layer_idx, offset=ctx.seq_len,
+                                         attn_state=(k_all.contiguous(), v_all.contiguous()))
+        o = self.o_proj(o.reshape(*lead, -1))
+        if repad:
+            o = ctx.pad(o)
+        return o, None, past_key_values
+
+    def _sdpa(self, q, k, v, mask=None, is_causal=False):
+        # [B, T, H, D] -> SDPA layout [B, H, T, D]; GQA by repeating kv heads (works on every backend).
+        g = self.num_heads // self.num_kv_heads
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if g > 1:
+            k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+        return o.transpose(1, 2)
+
+    def _attend(self, q, k, v, key_mask):
+        """q [B, T, H, D] (the last T columns), k/v [B, Tk, Hkv, D]; key_mask [B, >=Tk] or None."""
+        T, Tk = q.shape[1], k.shape[1]
+        if key_mask is None and self.window_size is None and T == Tk:
+            return self._sdpa(q, k, v, is_causal=True)
+        if key_mask is None and T == 1 and (self.window_size is None or Tk <= self.window_size):
+            return self._sdpa(q, k, v)
+        qcol = torch.arange(Tk - T, Tk, device=q.device)[:, None]
+        kcol = torch.arange(Tk, device=q.device)[None, :]
+        allowed = kcol <= qcol
+        if self.window_size is not None:
+            allowed = allowed & (qcol - kcol < self.window_size)
+        allowed = allowed[None]
+        if key_mask is not None:
+            allowed = allowed & key_mask[:, -Tk:].to(q.device)[:, None, :]
+            # A padded query sees no valid key; let it see itself so SDPA never normalises an empty row
+            # (its output is dropped by unpadding anyway).
+            allowed = allowed | (kcol == qcol)[None]
+        return self._sdpa(q, k, v, mask=allowed[:, None])
+
+    def _packed(self, q, k, v, cu_seqlens):
+        """Causal attention inside each packed sequence of q/k/v [1, total, *, D]."""
+        outs = []
+        bounds = cu_seqlens.tolist()
+        for bos, eos in zip(bounds[:-1], bounds[1:]):
+            if eos > bos:
+                outs.append(self._attend(q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], None))
+        return torch.cat(outs, 1)

@@ -1,0 +1,50 @@
+"""Plumbing shared by the recurrent token mixers: layout/padding context, mode choice, short
+convolutions with their cache, and writing the layer's cache entry."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from ._deps import short_conv
+from .utils import SeqContext, get_layer_state, layer_context, use_recurrent_mode
+
+
+class RecurrentMixer(nn.Module):
+    """Base class. Subclasses set ``self.mode`` and ``self.layer_idx`` and call the helpers below."""
+
+    mode: str = "chunk"
+    layer_idx: Optional[int] = None
+
+    def begin(self, hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx: Optional[SeqContext]):
+        """→ (x in kernel layout, ctx, repad flag, cached dict or None, 'chunk' | 'fused_recurrent')."""
+        if self.mode not in ("chunk", "fused_recurrent", "fused_chunk", "parallel"):
+            raise ValueError(f"mode must be 'chunk' or 'fused_recurrent', got {self.mode!r}")
+        x, ctx, repad = layer_context(hidden_states, attention_mask, cu_seqlens, past_key_values,
+                                      self.layer_idx, seq_ctx)
+        state = get_layer_state(past_key_values, self.layer_idx)
+        # Short inputs outside training (decoding) use the token-by-token kernel; long ones the chunk kernel.
+        mode = "fused_recurrent" if use_recurrent_mode(self.mode, x.shape[1], self.training) else "chunk"
+        return x, ctx, repad, state, mode
+
+    @staticmethod
+    def run_convs(convs: Sequence[nn.Module], inputs: Sequence[torch.Tensor], state, use_cache: bool,
+                  cu_seqlens):
+        """Apply each short conv to its input with its cached window → (outputs, new conv states tuple)."""
+        cached = state.get("conv_state") if state is not None else None
+        outs, finals = [], []
+        for i, (conv, x) in enumerate(zip(convs, inputs)):
+            cache = cached[i] if cached is not None else None
+            y, final = short_conv(conv, x, cache=cache, output_final_state=use_cache, cu_seqlens=cu_seqlens)
+            outs.append(y)
+            finals.append(final)
+        return outs, (tuple(finals) if use_cache else None)
+
+    def save(self, past_key_values, use_cache: bool, ctx: SeqContext, **states):
+        if past_key_values is not None and use_cache:
+            past_key_values.update_layer(self.layer_idx, offset=ctx.seq_len, **states)
+
+    @staticmethod
+    def finish(o: torch.Tensor, ctx: SeqContext, repad: bool) -> torch.Tensor:
+        return ctx.pad(o) if repad else o

@@ -1,0 +1,109 @@
+"""Gated DeltaNet (Yang et al., 2025): delta rule with a scalar data-dependent decay per value head,
+
+    g_t = -exp(A_log) * softplus(a_t + dt_bias),   beta_t = sigmoid(b_t)
+    S_t = exp(g_t) S_{t-1} + beta_t k_t (v_t - exp(g_t) S_{t-1}^T k_t)^T,   o_t = S_t^T q_t * K^-1/2
+
+with grouped value heads (GVA: ``num_v_heads`` a multiple of ``num_heads``; value head j reads key
+head j // (HV/H)) handled in the kernel, and q/k L2-normalised in the kernel. Parameter names equal
+fla's ``GatedDeltaNet`` (``A_log``, ``dt_bias``, ``a_proj``, ``b_proj``, ``o_norm``, ...).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, delta_op
+from .base import RecurrentMixer
+
+
+class GatedDeltaNet(RecurrentMixer):
+    """Gated DeltaNet token mixer.
+
+    Args (fla's names/defaults): hidden_size=2048, expand_v=2, head_dim=256, num_heads=6, num_v_heads=None
+    (GVA when > num_heads), mode='chunk', use_gate=True, use_short_conv=True, allow_neg_eigval=False,
+    conv_size=4, conv_bias=False, layer_idx=None, norm_eps=1e-5.
+
+    forward(hidden_states [B, T, h], attention_mask, past_key_values, use_cache, cu_seqlens)
+    → (o [B, T, h], None, past_key_values). Cached ``recurrent_state`` ``[N, HV, K, V]`` float32.
+    """
+
+    def __init__(self, hidden_size: int = 2048, expand_v: float = 2, head_dim: int = 256, num_heads: int = 6,
+                 num_v_heads: Optional[int] = None, mode: str = "chunk", use_gate: bool = True,
+                 use_short_conv: bool = True, allow_neg_eigval: bool = False, conv_size: int = 4,
+                 conv_bias: bool = False, layer_idx: Optional[int] = None, norm_eps: float = 1e-5, **kwargs):
+        super().__init__()
+        self.mode, self.layer_idx = mode, layer_idx
+        self.hidden_size, self.num_heads = hidden_size, num_heads
+        self.num_v_heads = num_v_heads if num_v_heads is not None else num_heads
+        if self.num_v_heads % num_heads:
+            raise ValueError(f"num_v_heads ({self.num_v_heads}) must be a multiple of num_heads ({num_heads})")
+        self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
+        self.key_dim, self.value_dim = num_heads * self.head_k_dim, self.num_v_heads * self.head_v_dim
+        self.use_gate, self.use_short_conv, self.allow_neg_eigval = use_gate, use_short_conv, allow_neg_eigval
+        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        self.a_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
+        self.b_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
+        self.A_log = nn.Parameter(torch.empty(self.num_v_heads, dtype=torch.float32))
+        self.dt_bias = nn.Parameter(torch.empty(self.num_v_heads, dtype=torch.float32))
+        self.A_log._no_weight_decay = True
+        self.dt_bias._no_weight_decay = True
+        self.init_extra_parameters(nn.init)
+        if use_short_conv:
+            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
+            self.k_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
+            self.v_conv1d = ShortConvolution(self.value_dim, conv_size, bias=conv_bias, activation="silu")
+        if use_gate:
+            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+            self.o_norm = FusedRMSNormGated(self.head_v_dim, eps=norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+
+    @torch.no_grad()
+    def init_extra_parameters(self, init):
+        """A = U(0, 16) → A_log = log A; dt log-uniform in [1e-3, 0.1] → dt_bias = softplus^-1(dt).
+        ``init`` is torch.nn.init or transformers' guarded init (skips tensors loaded from a checkpoint)."""
+        copy = getattr(init, "copy_", None) or (lambda t, v: t.copy_(v))
+        if not getattr(self.A_log, "_is_hf_initialized", False):
+            copy(self.A_log, torch.empty_like(self.A_log).uniform_(0, 16).clamp_min(1e-4).log())
+        if not getattr(self.dt_bias, "_is_hf_initialized", False):
+            lo, hi = math.log(1e-3), math.log(0.1)
+            dt = torch.exp(torch.rand_like(self.dt_bias) * (hi - lo) + lo).clamp_min(1e-4)
+            copy(self.dt_bias, dt + torch.log(-torch.expm1(-dt)))
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
+                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
+        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
+        cu = ctx.cu_seqlens
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        conv_state = None
+        if self.use_short_conv:
+            (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
+                                                   state, use_cache, cu)
+        else:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        lead = x.shape[:2]
+        q = q.view(*lead, self.num_heads, self.head_k_dim)
+        k = k.view(*lead, self.num_heads, self.head_k_dim)
+        v = v.view(*lead, self.num_v_heads, self.head_v_dim)
+        # Gates go to the kernel raw: g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b) (x2 with
+        # allow_neg_eigval) are computed there, fused with the chunk cumsum (no [B,T,HV] fp32 temporaries).
+        h0 = state.get("recurrent_state") if state is not None else None
+        o, ht = delta_op(mode, q, k, v, self.b_proj(x), g=self.a_proj(x), gated=True, initial_state=h0,
+                         output_final_state=use_cache, cu_seqlens=cu, use_qk_l2norm_in_kernel=True,
+                         use_gate_in_kernel=True, A_log=self.A_log, dt_bias=self.dt_bias,
+                         use_beta_sigmoid_in_kernel=True, allow_neg_eigval=self.allow_neg_eigval)
+        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
+        if self.use_gate:
+            o = self.o_norm(o, self.g_proj(x).view(*lead, self.num_v_heads, self.head_v_dim))
+        else:
+            o = self.o_norm(o)
+        o = self.o_proj(o.reshape(*lead, self.value_dim))
+        return self.finish(o, ctx, repad), None, past_key_values

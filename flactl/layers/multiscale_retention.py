@@ -1,0 +1,109 @@
+"""RetNet's multi-scale retention (Sun et al., 2023): linear attention with a fixed per-head decay
+
+    gamma_h = 1 - 2^(-5 - h),   S_t = gamma_h S_{t-1} + k_t v_t^T,   o_t = norm(q_t^T S_t K^-1/2) * swish(g_t)
+
+q and k carry rotary position embeddings (positions per sequence, so padding/varlen/decoding agree).
+Parameter names equal fla's ``MultiScaleRetention`` (no rotary keys: the tables are computed on the fly).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, _real, linear_op
+from .base import RecurrentMixer
+from .gla import _ACT, _FEATURE
+from .utils import apply_rotary, rotary_cos_sin
+
+
+def retention_log_decay(num_heads: int, device=None) -> torch.Tensor:
+    """log(1 - 2^(-5-h)) for h = 0..H-1, float32 ``[H]``."""
+    h = torch.arange(num_heads, dtype=torch.float32, device=device)
+    return torch.log1p(-torch.pow(2.0, -5.0 - h))
+
+
+class MultiScaleRetention(RecurrentMixer):
+    """Retention token mixer.
+
+    Args (fla's names/defaults): mode='chunk', hidden_size=1024, expand_k=1.0, expand_v=2.0, num_heads=8,
+    num_kv_heads=None, feature_map=None, use_short_conv=False, conv_size=4, conv_bias=False,
+    use_output_gate=True, gate_fn='swish', elementwise_affine=True, norm_eps=1e-5, fuse_norm=True,
+    layer_idx=None, rope_theta=10000.
+
+    forward(hidden_states [B, T, h], attention_mask, past_key_values, use_cache, cu_seqlens)
+    → (o [B, T, h], None, past_key_values). Cached ``recurrent_state`` ``[N, H, K, V]`` float32.
+    """
+
+    def __init__(self, mode: str = "chunk", hidden_size: int = 1024, expand_k: float = 1.0, expand_v: float = 2.0,
+                 num_heads: int = 8, num_kv_heads: Optional[int] = None, feature_map: Optional[str] = None,
+                 use_short_conv: bool = False, conv_size: int = 4, conv_bias: bool = False,
+                 use_output_gate: bool = True, gate_fn: str = "swish", elementwise_affine: Optional[bool] = True,
+                 norm_eps: float = 1e-5, fuse_norm: bool = True, layer_idx: Optional[int] = None,
+                 rope_theta: float = 10000.0, **kwargs):
+        super().__init__()
+        self.mode, self.layer_idx = mode, layer_idx
+        self.hidden_size, self.num_heads = hidden_size, num_heads
+        self.num_kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
+        self.num_kv_groups = num_heads // self.num_kv_heads
+        self.key_dim, self.value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
+        self.key_dim_per_group = self.key_dim // self.num_kv_groups
+        self.value_dim_per_group = self.value_dim // self.num_kv_groups
+        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
+        self.feature_map_fn = _FEATURE[feature_map]
+        self.use_short_conv, self.use_output_gate, self.rope_theta = use_short_conv, use_output_gate, rope_theta
+        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
+        self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        if use_short_conv:
+            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
+            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
+            self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
+        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+        self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
+        if self.fuse_norm_and_gate:
+            self.g_norm_swish_gate = FusedRMSNormGated(self.head_v_dim, elementwise_affine, norm_eps)
+        else:
+            self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
+            self.gate_fn = _ACT[gate_fn]
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
+                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
+        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
+        cu = ctx.cu_seqlens
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        conv_state = None
+        if self.use_short_conv:
+            (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
+                                                   state, use_cache, cu)
+        lead = x.shape[:2]
+        q = q.view(*lead, self.num_heads, self.head_k_dim)
+        k = k.view(*lead, self.num_kv_heads, self.head_k_dim)
+        v = v.view(*lead, self.num_kv_heads, self.head_v_dim)
+        if self.feature_map_fn is not None:
+            q, k = self.feature_map_fn(q), self.feature_map_fn(k)
+        cos, sin = rotary_cos_sin(ctx.positions, self.head_k_dim, self.rope_theta, q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.num_kv_groups > 1:
+            k, v = k.repeat_interleave(self.num_kv_groups, dim=2), v.repeat_interleave(self.num_kv_groups, dim=2)
+        h0 = state.get("recurrent_state") if state is not None else None
+        kw = dict(initial_state=h0, output_final_state=use_cache, cu_seqlens=cu)
+        fn = _real("flactl.ops.retention", f"{mode}_retention")
+        if fn is not None:
+            o, ht = fn(q, k, v, **kw)
+        else:
+            o, ht = linear_op(mode, q, k, v, g_gamma=retention_log_decay(self.num_heads, q.device), **kw)
+        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
+        if self.use_output_gate:
+            g = self.g_proj(x).view(*lead, self.num_heads, self.head_v_dim)
+            o = self.g_norm_swish_gate(o, g) if self.fuse_norm_and_gate else self.g_norm(o) * self.gate_fn(g)
+        else:
+            o = self.g_norm(o)
+        o = self.o_proj(o.reshape(*lead, self.value_dim))
+        return self.finish(o, ctx, repad), None, past_key_values

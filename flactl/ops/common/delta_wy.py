@@ -1,0 +1,321 @@
+"""WY / UT representation of one chunk of the (gated) delta rule, forward and backward.
+
+Inside a chunk of C = 64 tokens with chunk-local cumulative log-decays gc (gc = 0 when ungated) and
+Gamma_ij = exp(gc_i - gc_j) (i >= j, always <= 1), the delta rule's corrected values solve
+
+    (I + L) U' = diag(beta) V - diag(beta * exp(gc)) K S0,   L = tril(diag(beta) (K K^T) * Gamma, -1)
+
+so with A = (I + L)^{-1} (the "UT transform"):  U' = u - w S0,  u = A diag(beta) V,
+w = A diag(beta * exp(gc)) K.
+
+A is computed in float32 by block forward substitution: the four 16x16 diagonal blocks are
+inverted row by row (each row of L is re-read from memory, so no register shuffles are needed),
+then the off-diagonal blocks are assembled with exact-fp32 16x16 products. This is the same
+arithmetic as Gaussian forward substitution (backward stable for triangular systems); it never
+forms powers of L (the Neumann/doubling product blows up when |L| entries are ~1, e.g. beta ~ 1
+with correlated keys).
+
+Kernels (all chunk-parallel, grid (chunks, B*HV)):
+  delta_kkt_kernel    L (fp32, strict lower) into A's buffer
+  delta_solve_kernel  A = (I + L)^{-1} in place
+  delta_wu_kernel     w, u
+  delta_wy_bwd_kernel dk, dv, dbeta, dgc given dw, du (+ dk from the output part)
+
+Backward of the WY part (dA = du (beta V)^T + dw (beta e^gc K)^T, dL = -A^T dA A^T):
+  dv     = beta * (A^T du)
+  dk    += beta e^gc (A^T dw) + P K + P^T K,          P = dL * beta_i * Gamma_ij (strict lower)
+  dbeta  = rowsum(V * A^T du) + e^gc rowsum(K * A^T dw) + rowsum(dL * KK^T * Gamma)
+  dgc    = beta e^gc rowsum(K * A^T dw) + rowsum(dL * L) - colsum(dL * L)
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BT = 64  # chunk size (fixed: the solve is written for 4 blocks of 16)
+BC = 16
+
+
+@triton.jit
+def _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN: tl.constexpr):
+    """(bos, seq_len, chunk index within the sequence) for program chunk i_t of batch i_b."""
+    if IS_VARLEN:
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int64)
+        i_c = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int64)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        seq_len = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+    else:
+        i_c = i_t.to(tl.int64)
+        bos = i_b.to(tl.int64) * T
+        seq_len = (i_b * 0 + T).to(tl.int64)
+    return bos, seq_len, i_c
+
+
+@triton.jit
+def delta_kkt_kernel(
+    k, beta, gc, A, cu_seqlens, chunk_indices, T,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
+    USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_hv = i_bh // HV, i_bh % HV
+    i_h = i_hv // (HV // H)
+    bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
+    o_t = i_c * BT + tl.arange(0, BT)
+    m_t = o_t < Tl
+    o_r = (bos + o_t).to(tl.int64)
+    b_kk = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_k = o_k < K
+        b_k = tl.load(k + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
+        b_kk += tl.dot(b_k, tl.trans(b_k))
+    b_beta = tl.load(beta + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+    b_L = b_kk * b_beta[:, None]
+    m_L = (o_t[:, None] > o_t[None, :]) & m_t[:, None]
+    if USE_G:
+        b_g = tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+        b_L = b_L * tl.exp(tl.where(m_L, b_g[:, None] - b_g[None, :], 0.0))
+    b_L = tl.where(m_L, b_L, 0.0)
+    o_j = tl.arange(0, BT)
+    tl.store(A + (o_r[:, None] * HV + i_hv) * BT + o_j[None, :], b_L, mask=m_t[:, None])
+
+
+@triton.jit
+def _inv_diag_block(A, o_r, i_hv, HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, r0, Tl, o_t0):
+    """(I + L_dd)^{-1} of the 16x16 diagonal block starting at chunk row r0 (rows re-read from A)."""
+    o_i = tl.arange(0, BC)
+    rows = o_t0 + r0 + o_i
+    m_r = rows < Tl
+    p_blk = A + ((o_r + r0 + o_i)[:, None] * HV + i_hv) * BT + r0 + o_i[None, :]
+    b_X = -tl.load(p_blk, mask=m_r[:, None], other=0.0)
+    for i in range(2, BC):
+        m_i = (o_i * 0 + o_t0 + r0 + i) < Tl  # vector mask (the interpreter rejects scalar masks)
+        b_l = -tl.load(A + ((o_r + r0 + i) * HV + i_hv) * BT + r0 + o_i, mask=m_i, other=0.0)
+        b_l = b_l + tl.sum(b_l[:, None] * b_X, 0)
+        b_X = tl.where(o_i[:, None] == i, b_l[None, :], b_X)
+    return b_X + (o_i[:, None] == o_i[None, :]).to(tl.float32)
+
+
+@triton.jit
+def _load_blk(A, o_r, i_hv, HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, r0, c0, o_t0, Tl):
+    o_i = tl.arange(0, BC)
+    m_r = (o_t0 + r0 + o_i) < Tl
+    return tl.load(A + ((o_r + r0 + o_i)[:, None] * HV + i_hv) * BT + c0 + o_i[None, :], mask=m_r[:, None], other=0.0)
+
+
+@triton.jit
+def _store_blk(A, o_r, i_hv, HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, r0, c0, o_t0, Tl, b_x):
+    o_i = tl.arange(0, BC)
+    m_r = (o_t0 + r0 + o_i) < Tl
+    tl.store(A + ((o_r + r0 + o_i)[:, None] * HV + i_hv) * BT + c0 + o_i[None, :], b_x, mask=m_r[:, None])
+
+
+@triton.jit
+def _mm(a, b):
+    # exact fp32 products: the triangular solve must not run in tf32
+    return tl.dot(a, b, input_precision="ieee")
+
+
+@triton.jit
+def delta_solve_kernel(
+    A, cu_seqlens, chunk_indices, T,
+    HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    """In place: A (holding strict-lower L) <- (I + L)^{-1} for one chunk and value head."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_hv = i_bh // HV, i_bh % HV
+    bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
+    o_t0 = i_c * BT
+    o_r = bos + o_t0  # first row of the chunk (int64)
+    # all loads happen before any store (the buffer is overwritten in place)
+    X11 = _inv_diag_block(A, o_r, i_hv, HV, BT, BC, 0, Tl, o_t0)
+    X22 = _inv_diag_block(A, o_r, i_hv, HV, BT, BC, BC, Tl, o_t0)
+    X33 = _inv_diag_block(A, o_r, i_hv, HV, BT, BC, 2 * BC, Tl, o_t0)
+    X44 = _inv_diag_block(A, o_r, i_hv, HV, BT, BC, 3 * BC, Tl, o_t0)
+    L21 = _load_blk(A, o_r, i_hv, HV, BT, BC, BC, 0, o_t0, Tl)
+    L31 = _load_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 0, o_t0, Tl)
+    L32 = _load_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, BC, o_t0, Tl)
+    L41 = _load_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 0, o_t0, Tl)
+    L42 = _load_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, BC, o_t0, Tl)
+    L43 = _load_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 2 * BC, o_t0, Tl)
+    tl.debug_barrier()
+    X21 = -_mm(X22, _mm(L21, X11))
+    X32 = -_mm(X33, _mm(L32, X22))
+    X43 = -_mm(X44, _mm(L43, X33))
+    X31 = -_mm(X33, _mm(L31, X11) + _mm(L32, X21))
+    X42 = -_mm(X44, _mm(L42, X22) + _mm(L43, X32))
+    X41 = -_mm(X44, _mm(L41, X11) + _mm(L42, X21) + _mm(L43, X31))
+    Z = tl.zeros([BC, BC], dtype=tl.float32)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 0, 0, o_t0, Tl, X11)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 0, BC, o_t0, Tl, Z)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 0, 2 * BC, o_t0, Tl, Z)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 0, 3 * BC, o_t0, Tl, Z)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, BC, 0, o_t0, Tl, X21)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, BC, BC, o_t0, Tl, X22)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, BC, 2 * BC, o_t0, Tl, Z)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, BC, 3 * BC, o_t0, Tl, Z)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 0, o_t0, Tl, X31)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, BC, o_t0, Tl, X32)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 2 * BC, o_t0, Tl, X33)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 3 * BC, o_t0, Tl, Z)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 0, o_t0, Tl, X41)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, BC, o_t0, Tl, X42)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 2 * BC, o_t0, Tl, X43)
+    _store_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 3 * BC, o_t0, Tl, X44)
+
+
+@triton.jit
+def delta_wu_kernel(
+    k, v, beta, gc, A, w, u, cu_seqlens, chunk_indices, T,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_hv = i_bh // HV, i_bh % HV
+    i_h = i_hv // (HV // H)
+    bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
+    o_t = i_c * BT + tl.arange(0, BT)
+    m_t = o_t < Tl
+    o_r = (bos + o_t).to(tl.int64)
+    o_j = tl.arange(0, BT)
+    b_A = tl.load(A + (o_r[:, None] * HV + i_hv) * BT + o_j[None, :], mask=m_t[:, None], other=0.0)
+    b_A = b_A.to(k.dtype.element_ty)
+    b_beta = tl.load(beta + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m = m_t[:, None] & (o_v < V)[None, :]
+        p = (o_r[:, None] * HV + i_hv) * V + o_v[None, :]
+        b_v = tl.load(v + p, mask=m, other=0.0).to(tl.float32) * b_beta[:, None]
+        b_u = tl.dot(b_A, b_v.to(k.dtype.element_ty))
+        tl.store(u + p, b_u.to(u.dtype.element_ty), mask=m)
+    b_s = b_beta
+    if USE_G:
+        b_s = b_s * tl.exp(tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32))
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m = m_t[:, None] & (o_k < K)[None, :]
+        b_k = tl.load(k + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m, other=0.0).to(tl.float32)
+        b_w = tl.dot(b_A, (b_k * b_s[:, None]).to(k.dtype.element_ty))
+        tl.store(w + (o_r[:, None] * HV + i_hv) * K + o_k[None, :], b_w.to(w.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def delta_wy_bwd_kernel(
+    k, v, beta, gc, A, dw, du, dk_in, dk, dv, dbeta, dgc, cu_seqlens, chunk_indices, T,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    """dk = dk_in + WY part (dk, dk_in per value head), dv, dbeta, dgc (WY part only)."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_hv = i_bh // HV, i_bh % HV
+    i_h = i_hv // (HV // H)
+    bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
+    o_t = i_c * BT + tl.arange(0, BT)
+    m_t = o_t < Tl
+    o_r = (bos + o_t).to(tl.int64)
+    o_j = tl.arange(0, BT)
+    dt = k.dtype.element_ty
+    b_A32 = tl.load(A + (o_r[:, None] * HV + i_hv) * BT + o_j[None, :], mask=m_t[:, None], other=0.0)
+    b_A = b_A32.to(dt)
+    b_beta = tl.load(beta + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+    if USE_G:
+        b_g = tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+        b_eg = tl.exp(b_g)
+    else:
+        b_eg = tl.full([BT], 1.0, tl.float32)
+    b_s = b_beta * b_eg
+    b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+    b_kk = tl.zeros([BT, BT], dtype=tl.float32)
+    b_db = tl.zeros([BT], dtype=tl.float32)
+    b_dg = tl.zeros([BT], dtype=tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m = m_t[:, None] & (o_v < V)[None, :]
+        p = (o_r[:, None] * HV + i_hv) * V + o_v[None, :]
+        b_v = tl.load(v + p, mask=m, other=0.0)
+        b_du = tl.load(du + p, mask=m, other=0.0).to(dt)
+        b_dA += tl.dot(b_du, tl.trans((b_v.to(tl.float32) * b_beta[:, None]).to(dt)))
+        b_dvb = tl.dot(tl.trans(b_A), b_du)
+        tl.store(dv + p, (b_dvb * b_beta[:, None]).to(dv.dtype.element_ty), mask=m)
+        b_db += tl.sum(b_dvb * b_v.to(tl.float32), 1)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m = m_t[:, None] & (o_k < K)[None, :]
+        b_k = tl.load(k + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m, other=0.0)
+        b_dw = tl.load(dw + (o_r[:, None] * HV + i_hv) * K + o_k[None, :], mask=m, other=0.0).to(dt)
+        b_dA += tl.dot(b_dw, tl.trans((b_k.to(tl.float32) * b_s[:, None]).to(dt)))
+        b_dkb = tl.dot(tl.trans(b_A), b_dw)
+        b_t = tl.sum(b_dkb * b_k.to(tl.float32), 1) * b_eg
+        b_db += b_t
+        b_dg += b_t * b_beta
+        b_kk += tl.dot(b_k, tl.trans(b_k))
+    # dL = -A^T dA A^T on the strict lower triangle (exact fp32)
+    b_dL = -tl.dot(tl.trans(b_A32), tl.dot(b_dA, tl.trans(b_A32), input_precision="ieee"), input_precision="ieee")
+    m_L = (o_t[:, None] > o_t[None, :]) & m_t[:, None]
+    if USE_G:
+        b_gam = tl.exp(tl.where(m_L, b_g[:, None] - b_g[None, :], 0.0))
+    else:
+        b_gam = tl.full([BT, BT], 1.0, tl.float32)
+    b_dL = tl.where(m_L, b_dL, 0.0)
+    b_dLg = b_dL * b_gam
+    b_db += tl.sum(b_dLg * b_kk, 1)
+    b_P = b_dLg * b_beta[:, None]
+    if USE_G:
+        b_x = b_P * b_kk  # = dL * L
+        b_dg += tl.sum(b_x, 1) - tl.sum(b_x, 0)
+    tl.store(dbeta + o_r * HV + i_hv, b_db.to(dbeta.dtype.element_ty), mask=m_t)
+    if USE_G:
+        tl.store(dgc + o_r * HV + i_hv, b_dg, mask=m_t)
+    b_Pd = b_P.to(dt)
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m = m_t[:, None] & (o_k < K)[None, :]
+        b_k = tl.load(k + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m, other=0.0)
+        p = (o_r[:, None] * HV + i_hv) * K + o_k[None, :]
+        b_dw = tl.load(dw + p, mask=m, other=0.0).to(dt)
+        b_dk = tl.dot(tl.trans(b_A), b_dw) * b_s[:, None]
+        b_dk += tl.dot(b_Pd, b_k) + tl.dot(tl.trans(b_Pd), b_k)
+        b_dk += tl.load(dk_in + p, mask=m, other=0.0).to(tl.float32)
+        tl.store(dk + p, b_dk.to(dk.dtype.element_ty), mask=m)
+
+
+def _grid_chunks(NT_total, B, HV):
+    return (NT_total, B * HV)
+
+
+def _bk(d: int) -> int:
+    return min(64, max(16, triton.next_power_of_2(d)))
+
+
+def wy_fwd(k, v, beta, gc, cu_seqlens, chunk_indices, NT):
+    """A (fp32, [B,T,HV,64]), w [B,T,HV,K], u [B,T,HV,V] for every chunk (NT chunks per batch row)."""
+    B, T, H, K = k.shape
+    HV, V = v.shape[2], v.shape[3]
+    A = torch.empty(B, T, HV, BT, device=k.device, dtype=torch.float32)
+    w = torch.empty(B, T, HV, K, device=k.device, dtype=k.dtype)
+    u = torch.empty(B, T, HV, V, device=k.device, dtype=k.dtype)
+    grid = (NT, B * HV)
+    varlen = cu_seqlens is not None
+    delta_kkt_kernel[grid](k, beta, gc, A, cu_seqlens, chunk_indices, T, H=H, HV=HV, K=K, BT=BT, BK=_bk(K),
+                           USE_G=gc is not None, IS_VARLEN=varlen, num_warps=4)
+    delta_solve_kernel[grid](A, cu_seqlens, chunk_indices, T, HV=HV, BT=BT, BC=BC, IS_VARLEN=varlen, num_warps=2)
+    delta_wu_kernel[grid](k, v, beta, gc, A, w, u, cu_seqlens, chunk_indices, T, H=H, HV=HV, K=K, V=V, BT=BT,
+                          BK=_bk(K), BV=_bk(V), USE_G=gc is not None, IS_VARLEN=varlen, num_warps=4)
+    return A, w, u
+
+
+def wy_bwd(k, v, beta, gc, A, dw, du, dk_in, cu_seqlens, chunk_indices, NT):
+    """Returns dk (= dk_in + WY part, per value head [B,T,HV,K]), dv, dbeta, dgc (WY part, fp32 or None)."""
+    B, T, H, K = k.shape
+    HV, V = v.shape[2], v.shape[3]
+    dk = torch.empty(B, T, HV, K, device=k.device, dtype=torch.float32 if HV != H else k.dtype)
+    dv = torch.empty_like(v)
+    dbeta = torch.empty(B, T, HV, device=k.device, dtype=torch.float32)
+    dgc = torch.empty(B, T, HV, device=k.device, dtype=torch.float32) if gc is not None else None
+    delta_wy_bwd_kernel[(NT, B * HV)](
+        k, v, beta, gc, A, dw, du, dk_in, dk, dv, dbeta, dgc, cu_seqlens, chunk_indices, T,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=_bk(K), BV=_bk(V), USE_G=gc is not None,
+        IS_VARLEN=cu_seqlens is not None, num_warps=4)
+    return dk, dv, dbeta, dgc

@@ -1,0 +1,29 @@
+"""Simple GLA: linear attention with a scalar log-decay per head and step (g [B,T,H], g_gamma [H])."""
+from pathlib import Path
+
+import torch
+
+from ..probes import register_probe
+from .chunk import chunk_simple_gla
+from .naive import naive_recurrent_simple_gla
+
+__all__ = ["chunk_simple_gla", "naive_recurrent_simple_gla"]
+
+if (Path(__file__).parent / "fused_recurrent.py").exists():  # owned by the recurrent-kernel engineer
+    from .fused_recurrent import fused_recurrent_simple_gla  # noqa: F401
+
+    __all__.append("fused_recurrent_simple_gla")
+
+
+def _probe_inputs(device, dtype):
+    B, T, H, K, V = 2, 100, 2, 64, 32
+    return dict(
+        q=torch.randn(B, T, H, K, device=device).to(dtype), k=torch.randn(B, T, H, K, device=device).to(dtype),
+        v=torch.randn(B, T, H, V, device=device).to(dtype),
+        g=torch.empty(B, T, H, device=device).uniform_(0.9, 0.999).log(),
+        initial_state=torch.randn(B, H, K, V, device=device), output_final_state=True,
+    )
+
+
+register_probe("chunk_simple_gla", fn=chunk_simple_gla, ref=naive_recurrent_simple_gla, make_inputs=_probe_inputs,
+               grad_inputs=("q", "k", "v", "g", "initial_state"))

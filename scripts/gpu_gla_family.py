@@ -1,0 +1,206 @@
+"""GPU check + benchmark for the gated-linear-attention chunk kernels (simple_gla, retention, gla).
+
+Run on the H100 (see docs/perf/gla_family.md):
+
+    PYTHONPATH=$PWD:/tmp/peer python scripts/gpu_gla_family.py --out $OUT/gla_family.json
+
+1. Large-shape bf16 correctness: forward and every gradient vs the float32 torch chunk reference
+   (B=2, T=2048, H=4, D=128) — proves the gated backward is compiled correctly on this Triton.
+2. Timing (triton.testing.do_bench median, bf16) of flactl vs fla (when importable) and causal
+   SDPA (flash backend) at the issue's shapes: forward (no grad) and forward+backward.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import triton
+from triton.testing import do_bench
+
+sys.path.insert(0, os.getcwd())
+from flactl.ops.common.chunk_torch import torch_chunk_linear  # noqa: E402
+from flactl.ops.gla import chunk_gla  # noqa: E402
+from flactl.ops.retention import chunk_retention, retention_log_decay  # noqa: E402
+from flactl.ops.simple_gla import chunk_simple_gla  # noqa: E402
+
+SHAPES = [(8, 2048, 16, 128), (4, 4096, 16, 128), (1, 16384, 16, 128), (4, 4096, 32, 64)]
+
+
+def rel(ref, got):
+    ref, got = ref.double(), got.double()
+    return ((ref - got).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+
+
+def correctness(dev):
+    torch.manual_seed(0)
+    B, T, H, D = 2, 2048, 4, 128
+    out = {}
+    for op in ("simple_gla", "retention", "gla", "simple_gla_gamma"):
+        q, k, v = (torch.randn(B, T, H, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        if op == "gla":
+            g = F.logsigmoid(torch.randn(B, T, H, D, device=dev)) / 16
+        elif op == "simple_gla":
+            g = F.logsigmoid(torch.randn(B, T, H, device=dev)) / 16
+        else:
+            g = None
+        s0 = torch.randn(B, H, D, D, device=dev)
+        ins = dict(q=q, k=k, v=v, g=g, initial_state=s0)
+        ins = {n: t.clone().requires_grad_() for n, t in ins.items() if t is not None}
+        ref_in = {n: t.detach().float().requires_grad_() for n, t in ins.items()}
+        if op == "gla":
+            o, ht = chunk_gla(**ins, output_final_state=True)
+            ro, rht = torch_chunk_linear(ref_in["q"], ref_in["k"], ref_in["v"], gk=ref_in["g"], scale=D ** -0.5,
+                                         initial_state=ref_in["initial_state"], output_final_state=True)
+        elif op == "retention":
+            o, ht = chunk_retention(**ins, output_final_state=True)
+            ro, rht = torch_chunk_linear(ref_in["q"], ref_in["k"], ref_in["v"], g_gamma=retention_log_decay(H, dev),
+                                         scale=D ** -0.5, initial_state=ref_in["initial_state"],
+                                         output_final_state=True)
+        elif op == "simple_gla_gamma":
+            gam = retention_log_decay(H, dev).requires_grad_()
+            gam_ref = gam.detach().clone().requires_grad_()
+            ins["g_gamma"], ref_in["g_gamma"] = gam, gam_ref
+            o, ht = chunk_simple_gla(ins["q"], ins["k"], ins["v"], g_gamma=gam, initial_state=ins["initial_state"],
+                                     output_final_state=True)
+            ro, rht = torch_chunk_linear(ref_in["q"], ref_in["k"], ref_in["v"], g_gamma=gam_ref, scale=D ** -0.5,
+                                         initial_state=ref_in["initial_state"], output_final_state=True)
+        else:
+            o, ht = chunk_simple_gla(**ins, output_final_state=True)
+            ro, rht = torch_chunk_linear(ref_in["q"], ref_in["k"], ref_in["v"], g=ref_in["g"], scale=D ** -0.5,
+                                         initial_state=ref_in["initial_state"], output_final_state=True)
+        do, dht = torch.randn_like(ro), torch.randn_like(rht)
+        got = torch.autograd.grad((o.float() * do).sum() + (ht * dht).sum(), list(ins.values()))
+        ref = torch.autograd.grad((ro * do).sum() + (rht * dht).sum(), list(ref_in.values()))
+        errs = {"o": rel(ro, o), "ht": rel(rht, ht)}
+        errs.update({f"d{n}": rel(r, gt) for n, r, gt in zip(ins, ref, got)})
+        out[op] = errs
+        print(f"[correctness] {op}: " + " ".join(f"{k}={v:.2e}" for k, v in errs.items()), flush=True)
+    return out
+
+
+def load_fla():
+    try:
+        from fla.ops.gla import chunk_gla as fla_gla
+        from fla.ops.retention import chunk_retention as fla_ret
+        from fla.ops.simple_gla import chunk_simple_gla as fla_sgla
+        import fla
+        return {"simple_gla": fla_sgla, "retention": fla_ret, "gla": fla_gla, "version": fla.__version__}
+    except Exception as e:  # peer is optional
+        print(f"fla not importable: {e}")
+        return None
+
+
+def bench_pair(fn, make, grad_names):
+    """(fwd ms without grad, fwd+bwd ms) for fn(**inputs)."""
+    ins = make()
+    with torch.no_grad():
+        fwd = do_bench(lambda: fn(**ins), warmup=25, rep=100)
+    ins = {n: (t.requires_grad_() if n in grad_names else t) for n, t in ins.items()}
+    o = fn(**ins)[0]
+    do = torch.randn_like(o)
+
+    def step():
+        o = fn(**ins)[0]
+        o.backward(do)
+    fb = do_bench(step, warmup=25, rep=100, grad_to_none=[ins[n] for n in grad_names])
+    return fwd, fb
+
+
+def safe(f):
+    try:
+        return f()
+    except Exception as e:
+        return (f"ERR {type(e).__name__}: {str(e)[:100]}",) * 2
+
+
+def benchmark(dev, fla):
+    rows = []
+    x = torch.empty(256 * 2 ** 20, device=dev, dtype=torch.uint8)
+    y = torch.empty_like(x)
+    ms = do_bench(lambda: y.copy_(x))
+    copy_tbps = 2 * x.numel() / ms / 1e9
+    print(f"copy bandwidth {copy_tbps:.2f} TB/s")
+    for (B, T, H, D) in SHAPES:
+        def mk(op):
+            def make():
+                t = lambda *s, dt=torch.bfloat16: torch.randn(*s, device=dev, dtype=dt)  # noqa: E731
+                d = dict(q=t(B, T, H, D), k=t(B, T, H, D), v=t(B, T, H, D))
+                if op == "simple_gla":
+                    d["g"] = F.logsigmoid(t(B, T, H, dt=torch.float32)) / 16
+                if op == "gla":
+                    d["g"] = (F.logsigmoid(t(B, T, H, D, dt=torch.float32)) / 16).to(torch.bfloat16)
+                return d
+            return make
+        ops = {"simple_gla": chunk_simple_gla, "retention": chunk_retention, "gla": chunk_gla}
+        for op, fn in ops.items():
+            grads = ["q", "k", "v"] + (["g"] if op != "retention" else [])
+            ours = safe(lambda: bench_pair(fn, mk(op), grads))
+            peer = safe(lambda: bench_pair(fla[op], mk(op), grads)) if fla else ("n/a", "n/a")
+            gbytes = 4 * B * T * H * D * 2 + (B * T * H * 4 if op == "simple_gla" else 0) + (B * T * H * D * 2 if op == "gla" else 0)
+            floor = gbytes / (copy_tbps * 1e12) * 1e3
+            row = dict(op=op, B=B, T=T, H=H, D=D, fwd=ours[0], fwdbwd=ours[1], fla_fwd=peer[0], fla_fwdbwd=peer[1],
+                       floor_fwd=floor)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            torch.cuda.empty_cache()
+        # causal SDPA, flash backend
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def sdpa_make():
+            t = lambda: torch.randn(B, H, T, D, device=dev, dtype=torch.bfloat16)  # noqa: E731
+            return dict(query=t(), key=t(), value=t())
+
+        def sdpa(**kw):
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return (F.scaled_dot_product_attention(**kw, is_causal=True),)
+        s = safe(lambda: bench_pair(sdpa, sdpa_make, ["query", "key", "value"]))
+        row = dict(op="sdpa_causal", B=B, T=T, H=H, D=D, fwd=s[0], fwdbwd=s[1])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        torch.cuda.empty_cache()
+    return rows, copy_tbps
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="gla_family.json")
+    ap.add_argument("--skip-correctness", action="store_true")
+    args = ap.parse_args()
+    dev = "cuda"
+    t0 = time.time()
+    res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+           "autotune": os.environ.get("FLACTL_AUTOTUNE", "1")}
+    if not args.skip_correctness:
+        res["correctness"] = correctness(dev)
+    fla = load_fla()
+    res["fla"] = fla["version"] if fla else None
+    res["rows"], res["copy_TBps"] = benchmark(dev, fla)
+    res["seconds"] = time.time() - t0
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(f"\n{res['device']} torch {res['torch']} triton {res['triton']} fla {res['fla']}")
+    print(f"{'op':12s} {'B,T,H,D':18s} {'fwd':>8s} {'fla':>8s} {'x':>5s} {'fwdbwd':>8s} {'fla':>8s} {'x':>5s}")
+    sd = {(r['B'], r['T'], r['H'], r['D']): r for r in res["rows"] if r["op"] == "sdpa_causal"}
+    for r in res["rows"]:
+        def f(x):
+            return f"{x:8.3f}" if isinstance(x, float) else f"{str(x)[:8]:>8s}"
+
+        def ratio(a, b):
+            return f"{b / a:5.2f}" if isinstance(a, float) and isinstance(b, float) else "  -  "
+        shape = f"{r['B']},{r['T']},{r['H']},{r['D']}"
+        if r["op"] == "sdpa_causal":
+            print(f"{'sdpa':12s} {shape:18s} {f(r['fwd'])} {'':8s} {'':5s} {f(r['fwdbwd'])}")
+            continue
+        s = sd.get((r['B'], r['T'], r['H'], r['D']), {})
+        print(f"{r['op']:12s} {shape:18s} {f(r['fwd'])} {f(r['fla_fwd'])} {ratio(r['fwd'], r['fla_fwd'])} "
+              f"{f(r['fwdbwd'])} {f(r['fla_fwdbwd'])} {ratio(r['fwdbwd'], r['fla_fwdbwd'])}  "
+              f"sdpa/x={ratio(r['fwdbwd'], s.get('fwdbwd'))} floor={r['floor_fwd']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
