@@ -29,6 +29,8 @@ from flactl.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule  
 from flactl.ops.gated_delta_rule import (  # noqa: E402
     chunk_gated_delta_rule, fused_recurrent_gated_delta_rule, naive_recurrent_gated_delta_rule)
 
+from flactl.ops.comba import chunk_comba, fused_recurrent_comba, naive_recurrent_comba  # noqa: E402
+
 try:
     from flactl.ops.gated_delta_product import chunk_gated_delta_product, naive_recurrent_gated_delta_product
 except Exception:  # noqa: BLE001
@@ -173,6 +175,20 @@ def run_checks(quick):
               ["q", "k", "v", "beta", "g", "h0"], tol_o=2e-2, tol_g=5e-2,
               fla_fn=(lambda q, k, v, beta, g, h0: fla_gdr.chunk_gated_delta_rule(
                   q, k, v, g, beta, initial_state=h0, output_final_state=True)) if HAVE_FLA else None)
+    for mode in ("chunk", "fused_recurrent"):
+        x = make(1, 200, 2, 4, 128, 64, glow=-0.3)
+        x["p"] = torch.randn_like(x["k"])
+
+        def fc(q, k, v, beta, g, h0, p, mode=mode):
+            if mode == "chunk":
+                return chunk_comba(q, k, v, p, g, beta, initial_state=h0, output_final_state=True,
+                                   use_qk_l2norm_in_kernel=True)
+            return fused_recurrent_comba(q, k, p, v, g, beta, initial_state=h0, output_final_state=True,
+                                         use_qk_l2norm_in_kernel=True)
+        check(f"{mode}_comba GVA K128 V64 l2norm", fc,
+              lambda q, k, v, beta, g, h0, p: naive_recurrent_comba(
+                  q, k, v, p, g, beta, initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=True,
+                  dtype=torch.float64), x, ["q", "k", "v", "beta", "g", "h0", "p"])
     if chunk_gated_delta_product is not None:
         nh = 2
         B, T, H, K, V = 1, 130, 2, 64, 64
@@ -301,6 +317,43 @@ def bench_decode():
     RESULTS["decode"] = res
 
 
+def profile_pieces(B=4, T=4096, H=16, D=128, gated=True):
+    """Time each kernel of the chunk forward/backward separately (where the time goes)."""
+    from flactl.ops.common import delta_h, delta_o, delta_wy
+    from flactl.ops.common.delta_chunk import delta_chunk_bwd, delta_chunk_fwd
+    from flactl.ops.utils.cumsum import chunk_local_cumsum
+    dt = torch.bfloat16
+    q = torch.randn(B, T, H, D, device=dev, dtype=dt)
+    k = F.normalize(torch.randn(B, T, H, D, device=dev), dim=-1).to(dt)
+    v = torch.randn(B, T, H, D, device=dev, dtype=dt)
+    beta = torch.rand(B, T, H, device=dev, dtype=dt)
+    g = F.logsigmoid(torch.randn(B, T, H, device=dev)) if gated else None
+    NT = triton.cdiv(T, 64)
+    sc = D ** -0.5
+    r = {}
+    r["cumsum"] = bench_ms(lambda: chunk_local_cumsum(g, 64)) if gated else 0
+    gc = chunk_local_cumsum(g, 64) if gated else None
+    r["wy_fwd(kkt+solve+wu)"] = bench_ms(lambda: delta_wy.wy_fwd(k, v, beta, gc, None, None, NT))
+    A, w, u = delta_wy.wy_fwd(k, v, beta, gc, None, None, NT)
+    r["fwd_h"] = bench_ms(lambda: delta_h.fwd_h(k, w, u, gc, None, False, None, None, B, NT))
+    h, vn, _ = delta_h.fwd_h(k, w, u, gc, None, False, None, None, B, NT)
+    r["fwd_o"] = bench_ms(lambda: delta_o.fwd_o(q, k, vn, h, gc, sc, None, None, NT))
+    r["fwd_total"] = bench_ms(lambda: delta_chunk_fwd(q, k, v, beta, g, sc, None, False, None))
+    o, _, saved = delta_chunk_fwd(q, k, v, beta, g, sc, None, False, None)
+    do = torch.randn_like(o)
+    r["bwd_dv_local"] = bench_ms(lambda: delta_o.bwd_dv_local(q, k, gc, do, sc, None, None, NT))
+    dvl = delta_o.bwd_dv_local(q, k, gc, do, sc, None, None, NT)
+    r["bwd_dh"] = bench_ms(lambda: delta_h.bwd_dh(q, k, w, gc, None, None, do, dvl, sc, None, None, B, NT))
+    dh, _, dv2 = delta_h.bwd_dh(q, k, w, gc, None, None, do, dvl, sc, None, None, B, NT)
+    r["bwd_dqkwg"] = bench_ms(lambda: delta_o.bwd_dqkwg(q, k, vn, h, dh, do, dv2, gc, sc, None, None, NT))
+    dq, dk, dw, dgc = delta_o.bwd_dqkwg(q, k, vn, h, dh, do, dv2, gc, sc, None, None, NT)
+    r["wy_bwd"] = bench_ms(lambda: delta_wy.wy_bwd(k, v, beta, gc, A, dw, dv2, dk, None, None, NT))
+    r["bwd_total"] = bench_ms(lambda: delta_chunk_bwd(q, k, v, beta, g, sc, None, None, saved, do, None))
+    r = {kk: round(vv, 4) for kk, vv in r.items()}
+    RESULTS.setdefault("profile", {})[f"{'gdn' if gated else 'delta'} B{B} T{T} H{H} D{D}"] = r
+    print("profile", "gated" if gated else "delta", json.dumps(r), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-bench", action="store_true")
@@ -313,6 +366,11 @@ def main():
         run_checks(args.quick)
     print(f"checks done in {time.time() - t0:.1f}s", flush=True)
     if not args.skip_bench:
+        for gated in (False, True):
+            try:
+                profile_pieces(gated=gated)
+            except Exception as e:  # noqa: BLE001
+                print("profile failed", repr(e)[:300], flush=True)
         for s in args.shapes.split(";"):
             B, T, H, D = map(int, s.split(","))
             try:

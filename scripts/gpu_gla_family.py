@@ -28,6 +28,7 @@ from flactl.ops.gla import chunk_gla  # noqa: E402
 from flactl.ops.retention import chunk_retention, retention_log_decay  # noqa: E402
 from flactl.ops.simple_gla import chunk_simple_gla  # noqa: E402
 
+T0 = time.time()
 SHAPES = [(8, 2048, 16, 128), (4, 4096, 16, 128), (1, 16384, 16, 128), (4, 4096, 32, 64)]
 
 
@@ -95,11 +96,14 @@ def load_fla():
         return None
 
 
-def bench_pair(fn, make, grad_names):
-    """(fwd ms without grad, fwd+bwd ms) for fn(**inputs)."""
+def bench_fwd(fn, make):
     ins = make()
     with torch.no_grad():
-        fwd = do_bench(lambda: fn(**ins), warmup=25, rep=100)
+        return do_bench(lambda: fn(**ins), warmup=25, rep=100)
+
+
+def bench_fb(fn, make, grad_names):
+    ins = make()
     ins = {n: (t.requires_grad_() if n in grad_names else t) for n, t in ins.items()}
     o = fn(**ins)[0]
     do = torch.randn_like(o)
@@ -107,15 +111,19 @@ def bench_pair(fn, make, grad_names):
     def step():
         o = fn(**ins)[0]
         o.backward(do)
-    fb = do_bench(step, warmup=25, rep=100, grad_to_none=[ins[n] for n in grad_names])
-    return fwd, fb
+    return do_bench(step, warmup=25, rep=100, grad_to_none=[ins[n] for n in grad_names])
 
 
 def safe(f):
     try:
         return f()
     except Exception as e:
-        return (f"ERR {type(e).__name__}: {str(e)[:100]}",) * 2
+        return f"ERR {type(e).__name__}: {str(e)[:100]}"
+
+
+def bench_pair(fn, make, grad_names):
+    """(fwd ms without grad, fwd+bwd ms) for fn(**inputs); errors become strings."""
+    return safe(lambda: bench_fwd(fn, make)), safe(lambda: bench_fb(fn, make, grad_names))
 
 
 def benchmark(dev, fla):
@@ -139,14 +147,14 @@ def benchmark(dev, fla):
         ops = {"simple_gla": chunk_simple_gla, "retention": chunk_retention, "gla": chunk_gla}
         for op, fn in ops.items():
             grads = ["q", "k", "v"] + (["g"] if op != "retention" else [])
-            ours = safe(lambda: bench_pair(fn, mk(op), grads))
-            peer = safe(lambda: bench_pair(fla[op], mk(op), grads)) if fla else ("n/a", "n/a")
+            ours = bench_pair(fn, mk(op), grads)
+            peer = bench_pair(fla[op], mk(op), grads) if fla else ("n/a", "n/a")
             gbytes = 4 * B * T * H * D * 2 + (B * T * H * 4 if op == "simple_gla" else 0) + (B * T * H * D * 2 if op == "gla" else 0)
             floor = gbytes / (copy_tbps * 1e12) * 1e3
             row = dict(op=op, B=B, T=T, H=H, D=D, fwd=ours[0], fwdbwd=ours[1], fla_fwd=peer[0], fla_fwdbwd=peer[1],
                        floor_fwd=floor)
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps(row), f"t={time.time() - T0:.0f}s", flush=True)
             torch.cuda.empty_cache()
         # causal SDPA, flash backend
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -158,7 +166,7 @@ def benchmark(dev, fla):
         def sdpa(**kw):
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
                 return (F.scaled_dot_product_attention(**kw, is_causal=True),)
-        s = safe(lambda: bench_pair(sdpa, sdpa_make, ["query", "key", "value"]))
+        s = bench_pair(sdpa, sdpa_make, ["query", "key", "value"])
         row = dict(op="sdpa_causal", B=B, T=T, H=H, D=D, fwd=s[0], fwdbwd=s[1])
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -166,10 +174,50 @@ def benchmark(dev, fla):
     return rows, copy_tbps
 
 
+def profile_parts(dev, B=4, T=4096, H=16, D=128):
+    """Time each kernel of the forward and backward pipelines separately (ms)."""
+    from flactl.ops.common.chunk_h import chunk_bwd_dh_dv, chunk_fwd_ho
+    from flactl.ops.common.chunk_o import chunk_bwd_dqk, reverse_cumsum
+    from flactl.ops.gla.chunk_intra import chunk_gla_bwd_intra, chunk_gla_fwd_A
+    from flactl.ops.utils import chunk_local_cumsum
+    t = lambda *s, dt=torch.bfloat16: torch.randn(*s, device=dev, dtype=dt)  # noqa: E731
+    q, k, v, do = t(B, T, H, D), t(B, T, H, D), t(B, T, H, D), t(B, T, H, D)
+    g = F.logsigmoid(t(B, T, H, dt=torch.float32)) / 16
+    gk = (F.logsigmoid(t(B, T, H, D, dt=torch.float32)) / 16).to(torch.bfloat16)
+    sc = D ** -0.5
+    out = {}
+    out["cumsum_g"] = do_bench(lambda: chunk_local_cumsum(g, 64))
+    gc = chunk_local_cumsum(g, 64)
+    out["fwd_ho_nostore"] = do_bench(lambda: chunk_fwd_ho(q, k, v, g=gc, scale=sc))
+    out["fwd_ho_store"] = do_bench(lambda: chunk_fwd_ho(q, k, v, g=gc, scale=sc, store_h=True))
+    _, h, _ = chunk_fwd_ho(q, k, v, g=gc, scale=sc, store_h=True)
+    out["bwd_dh_dv"] = do_bench(lambda: chunk_bwd_dh_dv(q, k, do, g=gc, scale=sc))
+    _, dh, _ = chunk_bwd_dh_dv(q, k, do, g=gc, scale=sc)
+    out["bwd_dqk"] = do_bench(lambda: chunk_bwd_dqk(q, k, v, do, h, dh, g=gc, scale=sc))
+    dgl = chunk_bwd_dqk(q, k, v, do, h, dh, g=gc, scale=sc)[2]
+    out["rev_cumsum_g"] = do_bench(lambda: reverse_cumsum(dgl))
+    out["gla_cumsum"] = do_bench(lambda: chunk_local_cumsum(gk, 64))
+    gkc = chunk_local_cumsum(gk, 64)
+    out["gla_fwd_A"] = do_bench(lambda: chunk_gla_fwd_A(q, k, gkc))
+    A = chunk_gla_fwd_A(q, k, gkc)
+    out["gla_fwd_ho_store"] = do_bench(lambda: chunk_fwd_ho(q, k, v, gk=gkc, A=A, scale=sc, store_h=True))
+    _, h, _ = chunk_fwd_ho(q, k, v, gk=gkc, A=A, scale=sc, store_h=True)
+    out["gla_bwd_dh_dv"] = do_bench(lambda: chunk_bwd_dh_dv(q, k, do, gk=gkc, A=A, scale=sc))
+    _, dh, _ = chunk_bwd_dh_dv(q, k, do, gk=gkc, A=A, scale=sc)
+    out["gla_bwd_dqk"] = do_bench(lambda: chunk_bwd_dqk(q, k, v, do, h, dh, gk=gkc, scale=sc))
+    dqi, dki, dA = chunk_bwd_dqk(q, k, v, do, h, dh, gk=gkc, scale=sc)
+    out["gla_bwd_intra"] = do_bench(lambda: chunk_gla_bwd_intra(q, k, gkc, dA, dqi, dki))
+    dgl = chunk_gla_bwd_intra(q, k, gkc, dA, dqi, dki)[2]
+    out["gla_rev_cumsum"] = do_bench(lambda: reverse_cumsum(dgl))
+    print("[parts ms @ %d,%d,%d,%d] " % (B, T, H, D) + " ".join(f"{k}={v:.3f}" for k, v in out.items()), flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gla_family.json")
     ap.add_argument("--skip-correctness", action="store_true")
+    ap.add_argument("--parts", action="store_true", help="time each kernel at 4,4096,16,128")
     args = ap.parse_args()
     dev = "cuda"
     t0 = time.time()
@@ -177,6 +225,8 @@ def main():
            "autotune": os.environ.get("FLACTL_AUTOTUNE", "1")}
     if not args.skip_correctness:
         res["correctness"] = correctness(dev)
+    if args.parts:
+        res["parts"] = profile_parts(dev)
     fla = load_fla()
     res["fla"] = fla["version"] if fla else None
     res["rows"], res["copy_TBps"] = benchmark(dev, fla)

@@ -47,6 +47,9 @@ PARITY = {
     "mamba2": ("Mamba2", dict(head_dim=64, state_size=64, expand=2)),
     "hgrn": ("HGRN", dict(expand_ratio=1)),
     "hgrn2": ("HGRN2", dict(expand_ratio=64)),
+    "linear_attn": ("LinearAttention", dict(num_heads=4)),
+    "gated_deltaproduct": ("GatedDeltaProduct", dict(head_dim=64, num_heads=4, expand_v=1, num_householder=2,
+                                                     use_forget_gate=True, allow_neg_eigval=True)),
 }
 
 

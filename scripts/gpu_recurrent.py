@@ -14,6 +14,7 @@ import time
 
 import torch
 import triton
+import triton.language as tl
 from triton.testing import do_bench
 
 
@@ -59,6 +60,23 @@ def copy_bandwidth():
     y = torch.empty_like(x)
     ms = bench(lambda: y.copy_(x))
     return 2 * x.numel() * 4 / (ms * 1e-3) / 1e9  # GB/s
+
+
+@triton.jit
+def _noop_kernel(x, n, BLOCK: tl.constexpr):
+    o = tl.arange(0, BLOCK)
+    tl.store(x + o, tl.load(x + o, mask=o < n), mask=o < n)
+
+
+def launch_floor(res):
+    """Host cost of launching a 2-argument Triton kernel and of allocating a small tensor: the floor
+    under any Triton op's per-call time without CUDA graphs."""
+    x = torch.zeros(16, device="cuda")
+    res["launch_floor"] = {
+        "noop_triton_wall_ms": wall_per_call(lambda: _noop_kernel[(1,)](x, 16, BLOCK=16), 3000),
+        "torch_empty_wall_ms": wall_per_call(lambda: torch.empty(32, 128, 128, device="cuda"), 3000),
+    }
+    print(json.dumps(res["launch_floor"]))
 
 
 def load_fla():
@@ -162,6 +180,7 @@ def main():
     res["fla"] = bool(fla)
     res["copy_GBps"] = bw = copy_bandwidth()
     print(json.dumps({k: res[k] for k in ("gpu", "torch", "triton", "copy_GBps", "fla")}))
+    launch_floor(res)
     for part in (decode, train_shape, hgrn):
         try:
             part(res, fla, bw, args.sweep) if part is decode else part(res, fla)

@@ -98,7 +98,7 @@ def _train(model, config, B, T, dtype, device, steps, warmup) -> dict:
     finally:
         model.eval()
     step = sorted(times)[len(times) // 2]
-    out = {"tokens_per_s": B * T / step, "step_ms": step * 1000, "loss": float(loss)}
+    out = {"tokens_per_s": B * T / step, "step_ms": step * 1000, "loss": float(loss.detach())}
     if str(device).startswith("cuda"):
         out["peak_mem_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out

@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "generate",
     "eval",
     "bench",
+    "convert",
 ]
 
 

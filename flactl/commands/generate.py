@@ -24,7 +24,7 @@ def generate(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute the whole prefix every step (slow; for debugging).")] = False,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the completion at the end instead of streaming it.")] = False,
-    add_bos: Annotated[bool, typer.Option("--add-bos", help="Prepend the tokenizer's BOS token.")] = False,
+    no_special_tokens: Annotated[bool, typer.Option("--no-special-tokens", help="Tokenize the prompt without the tokenizer's special tokens (e.g. no BOS).")] = False,
     check: Annotated[bool, typer.Option("--check", help="Compare the cached step-by-step logits with one full forward pass; exit 1 if they differ by more than --check-tol.")] = False,
     check_tol: Annotated[Optional[float], typer.Option(help="Max |logit diff| for --check (default 1e-3 in float32, 5e-2 in 16-bit).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print prompts, completions and timings as JSON (no streaming).")] = False,
@@ -84,7 +84,7 @@ def generate(
         res = run_generate(
             lm, tok, texts, max_new_tokens=max_new_tokens, do_sample=temperature > 0, temperature=temperature,
             top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, use_cache=not no_cache,
-            stream=stream, check=check, add_bos=add_bos,
+            stream=stream, check=check, add_special_tokens=not no_special_tokens,
         )
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--prompt") from None

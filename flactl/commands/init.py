@@ -165,6 +165,7 @@ def _print_list(json_out: bool) -> None:
     for name, path in build.list_presets().items():
         try:
             fam, fields = build.load_preset(str(path), None)
+            fields = {k: v for k, v in fields.items() if v is not None}
             n = count_params(build.build_model(build.build_config(fam, {}, {}, fields), meta=True)) if fam else None
         except Exception as e:  # noqa: BLE001
             fam, n = None, f"error: {e}"
@@ -178,7 +179,7 @@ def _print_list(json_out: bool) -> None:
         typer.echo(f"  {f['family']:<20} {human(n) if isinstance(n, int) else n}")
     if not fams:
         typer.echo("  (none registered: flactl.models has no families yet)")
-    typer.echo("presets (recipes/):")
+    typer.echo("presets (flactl.train.presets and recipes/):")
     for p in presets:
         n = p["params"]
         typer.echo(f"  {p['preset']:<20} {str(p['family'] or '-'):<16} {human(n) if isinstance(n, int) else (n or '-')}")

@@ -25,6 +25,8 @@ def launch_command(recipe: Path, overrides: List[str], num_gpus: int, port: Opti
     """The ``accelerate launch`` command line that ``--num-gpus N`` re-executes (one process per GPU)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_gpus),
            "--num_machines", "1", "--multi_gpu", "--main_process_port", str(port or _free_port()),
+           # precision and FSDP/DDP come from the recipe (the Accelerator's arguments win over these)
+           "--mixed_precision", "no", "--dynamo_backend", "no",
            "--module", "flactl", "train", str(recipe)]
     for item in overrides:
         cmd += ["--set", item]
@@ -75,10 +77,16 @@ def train(
         _dry_run(r)
         return
 
+    from flactl.train.loop import StopTraining
     from flactl.train.loop import train as run_training
 
+    # Testing knob: stop after step K as if killed (no final save), to check resume end to end.
+    stop_after = int(os.environ["FLACTL_STOP_AFTER_STEP"]) if os.environ.get("FLACTL_STOP_AFTER_STEP") else None
     try:
-        run_training(r)
+        run_training(r, stop_after=stop_after)
+    except StopTraining as e:
+        typer.echo(f"[flactl train] stopped after step {e} (FLACTL_STOP_AFTER_STEP)", err=True)
+        raise typer.Exit(3)
     except RecipeError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)

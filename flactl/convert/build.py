@@ -92,8 +92,18 @@ def recipes_dirs() -> list[Path]:
     return [p for p in (Path.cwd() / "recipes", here) if p.is_dir()]
 
 
-def list_presets() -> dict[str, Path]:
-    out: dict[str, Path] = {}
+def _named_presets() -> dict:
+    """The trainer's named configs (``flactl.train.presets.PRESETS``: name → (model_type, fields))."""
+    try:
+        from flactl.train.presets import PRESETS
+    except ImportError:
+        return {}
+    return dict(PRESETS)
+
+
+def list_presets() -> dict[str, Path | str]:
+    """Preset name → recipe file, or the name itself for the trainer's built-in named configs."""
+    out: dict[str, Path | str] = {name: name for name in _named_presets()}
     for d in recipes_dirs():
         for p in sorted(d.glob("*.toml")) + sorted(d.glob("*.json")):
             out.setdefault(p.stem, p)
@@ -104,12 +114,18 @@ def load_preset(preset: str, family: Optional[str]) -> tuple[Optional[str], dict
     """Find a preset (``340m`` → ``recipes/<family>-340m.toml`` or ``recipes/340m.toml``, or a path) and
     return ``(family or None, model fields)``. Recipe TOMLs keep the model under ``[model]``; a
     ``config = "x.json"`` entry there points at an HF config file (relative to the recipe)."""
+    named = _named_presets()
+    fam_names = [f"{family}-{preset}", f"{family.replace('_', '-')}-{preset}", f"{family}_{preset}"] if family else []
+    for name in fam_names + [preset]:
+        if name in named:
+            fam, fields = named[name]
+            return fam, dict(fields)
     cands: list[Path] = []
     if os.path.exists(preset):
         cands.append(Path(preset))
     presets = list_presets()
-    for name in ([f"{family}-{preset}", f"{family}_{preset}"] if family else []) + [preset]:
-        if name in presets:
+    for name in fam_names + [preset]:
+        if isinstance(presets.get(name), Path):
             cands.append(presets[name])
     if not cands:
         raise ConfigError(

@@ -70,12 +70,12 @@ class GenResult:
 def generate(model, tokenizer, prompts: list[str], *, max_new_tokens: int, do_sample: bool,
              temperature: float, top_p: float, top_k: int, repetition_penalty: float,
              use_cache: bool = True, stream: bool = False, check: bool = False,
-             add_bos: bool = False) -> GenResult:
+             add_special_tokens: bool = True) -> GenResult:
     """Run ``model.generate`` on a (left-padded) batch of prompts and time it."""
     import torch
 
     tokenizer.padding_side = "left"
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_bos)
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special_tokens)
     if enc["input_ids"].shape[1] == 0:
         raise ValueError("prompt is empty after tokenisation")
     enc = {k: v.to(model.device) for k, v in enc.items()}

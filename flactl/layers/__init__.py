@@ -8,11 +8,13 @@ prefill and ``fused_recurrent`` for short inputs outside training (decoding), an
 from .attn import Attention
 from .delta_net import DeltaNet
 from .gated_deltanet import GatedDeltaNet
+from .gated_deltaproduct import GatedDeltaProduct
 from .gla import GatedLinearAttention
 from .hgrn import HGRNAttention
 from .hgrn2 import HGRN2Attention
+from .linear_attn import LinearAttention
 from .mamba2 import Mamba2
 from .multiscale_retention import MultiScaleRetention
 
-__all__ = ["Attention", "DeltaNet", "GatedDeltaNet", "GatedLinearAttention", "HGRNAttention", "HGRN2Attention",
+__all__ = ["Attention", "DeltaNet", "GatedDeltaNet", "GatedDeltaProduct", "GatedLinearAttention", "HGRNAttention", "HGRN2Attention", "LinearAttention",
            "Mamba2", "MultiScaleRetention"]

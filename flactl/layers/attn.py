@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._deps import RMSNorm
-from .utils import SeqContext, apply_rotary, get_layer_state, layer_context, rotary_cos_sin
+from .utils import SeqContext, get_layer_state, layer_context, rope_qk
 
 
 class Attention(nn.Module):
@@ -72,8 +72,7 @@ class Attention(nn.Module):
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope_theta is not None:
-            cos, sin = rotary_cos_sin(ctx.positions, self.head_dim, self.rope_theta, q.dtype)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            q, k = rope_qk(q, k, ctx, self.head_dim, self.rope_theta)
 
         state = get_layer_state(past_key_values, self.layer_idx)
         past_kv = state.get("attn_state") if state is not None else None
@@ -104,6 +103,9 @@ class Attention(nn.Module):
         # [B, T, H, D] -> SDPA layout [B, H, T, D]; GQA by repeating kv heads (works on every backend).
         g = self.num_heads // self.num_kv_heads
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if g > 1 and q.is_cuda:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+            return o.transpose(1, 2)
         if g > 1:
             k, v = k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, _real, linear_op
 from .base import RecurrentMixer
 from .gla import _ACT, _FEATURE
-from .utils import apply_rotary, rotary_cos_sin
+from .utils import rope_qk
 
 
 def retention_log_decay(num_heads: int, device=None) -> torch.Tensor:
@@ -88,8 +88,7 @@ class MultiScaleRetention(RecurrentMixer):
         v = v.view(*lead, self.num_kv_heads, self.head_v_dim)
         if self.feature_map_fn is not None:
             q, k = self.feature_map_fn(q), self.feature_map_fn(k)
-        cos, sin = rotary_cos_sin(ctx.positions, self.head_k_dim, self.rope_theta, q.dtype)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = rope_qk(q, k, ctx, self.head_k_dim, self.rope_theta)
         if self.num_kv_groups > 1:
             k, v = k.repeat_interleave(self.num_kv_groups, dim=2), v.repeat_interleave(self.num_kv_groups, dim=2)
         h0 = state.get("recurrent_state") if state is not None else None

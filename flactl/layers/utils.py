@@ -161,3 +161,26 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 def use_recurrent_mode(mode: str, seq_len: int, training: bool, threshold: int = 64) -> bool:
     """True when a layer should run its fused_recurrent op: short inputs outside training (decoding)."""
     return mode == "fused_recurrent" or (not training and seq_len <= threshold)
+
+
+def rope_qk(q: torch.Tensor, k: torch.Tensor, ctx: SeqContext, dim: int, base: float):
+    """RoPE on q ``[.., T, H, D]`` and k by each token's position in ``ctx``.
+
+    Without padding (training, packed input, unpadded prefill/decoding) positions are ``past_len + t``
+    (per packed sequence): the fused ``flactl.modules.rotary_embedding`` kernel runs. With padding the
+    per-token positions go through the torch path above.
+    """
+    if ctx.key_mask is None and ctx.indices is None:
+        try:
+            from flactl.modules import rotary_embedding
+        except ImportError:  # pragma: no cover
+            rotary_embedding = None
+        if rotary_embedding is not None:
+            L = ctx.past_len + ctx.seq_len
+            pos = torch.arange(L, device=q.device)
+            cos, sin = rotary_cos_sin(pos, dim, base, q.dtype)
+            cu = ctx.cu_seqlens if ctx.caller_cu_seqlens else None
+            return (rotary_embedding(q, cos, sin, seqlen_offsets=ctx.past_len, cu_seqlens=cu),
+                    rotary_embedding(k, cos, sin, seqlen_offsets=ctx.past_len, cu_seqlens=cu))
+    cos, sin = rotary_cos_sin(ctx.positions, dim, base, q.dtype)
+    return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)

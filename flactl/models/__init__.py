@@ -7,9 +7,11 @@ from .cache import Cache
 from .config import FlactlConfig
 from .gla import GLAConfig, GLAForCausalLM, GLAModel
 from .hgrn import HGRN2Config, HGRN2ForCausalLM, HGRN2Model, HGRNConfig, HGRNForCausalLM, HGRNModel
+from .linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from .mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
 from .modeling import Block, FlactlForCausalLM, FlactlModel, FlactlPreTrainedModel
 from .delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
+from .gated_deltaproduct import GatedDeltaProductConfig, GatedDeltaProductForCausalLM, GatedDeltaProductModel
 from .gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
 from .retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from .transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
@@ -23,6 +25,8 @@ FAMILIES = {
     "mamba2": (Mamba2Config, Mamba2Model, Mamba2ForCausalLM),
     "hgrn": (HGRNConfig, HGRNModel, HGRNForCausalLM),
     "hgrn2": (HGRN2Config, HGRN2Model, HGRN2ForCausalLM),
+    "gated_deltaproduct": (GatedDeltaProductConfig, GatedDeltaProductModel, GatedDeltaProductForCausalLM),
+    "linear_attn": (LinearAttentionConfig, LinearAttentionModel, LinearAttentionForCausalLM),
 }
 
 

@@ -68,9 +68,9 @@ class Block(nn.Module):
         h = self.attn_norm(hidden_states)
         h, _, past_key_values = self.attn(h, past_key_values=past_key_values, use_cache=use_cache,
                                           seq_ctx=seq_ctx, **kwargs)
-        h = residual + h
-        residual = h
-        h = self.mlp(self.mlp_norm(h))
+        # fused residual add + norm (one pass; returns the new residual stream too), like fla's blocks
+        h, residual = self.mlp_norm(h, residual, prenorm=True)
+        h = self.mlp(h)
         return residual + h
 
 

@@ -174,6 +174,9 @@ def train(recipe: Recipe, stop_after: Optional[int] = None, echo: Callable[[str]
     if main:
         os.makedirs(run_dir, exist_ok=True)
     say(f"[flactl train] {plan.describe()}")
+    if recipe.schedule.warmup_steps >= plan.steps:
+        say(f"[flactl train] WARNING: schedule.warmup_steps {recipe.schedule.warmup_steps} ≥ {plan.steps} steps: "
+            "the lr never reaches optim.lr")
 
     # ---- model, optimizer, schedule
     set_seed(recipe.run.seed)
@@ -190,7 +193,10 @@ def train(recipe: Recipe, stop_after: Optional[int] = None, echo: Callable[[str]
     if recipe.train.activation_checkpointing and recipe.train.distributed != "fsdp2":
         if not getattr(model, "supports_gradient_checkpointing", False):
             raise RecipeError(f"train.activation_checkpointing: {type(model).__name__} does not support it")
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.2x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     n_all, n_body = count_params(model)
     say(f"[flactl train] model {config.model_type}: {n_all / 1e6:.1f}M parameters ({n_body / 1e6:.1f}M "
         f"without embeddings); precision {precision}; {'varlen (cu_seqlens)' if varlen else 'packed rows'}; "
@@ -233,6 +239,7 @@ def train(recipe: Recipe, stop_after: Optional[int] = None, echo: Callable[[str]
     result = TrainResult(run_dir=run_dir, steps=state["step"], skipped=state["skipped"], resumed_from=resumed_from)
 
     watchdog = Watchdog(recipe.train.watchdog_s, accelerator.process_index)
+    t_start = time.perf_counter()
     consecutive_bad = 0
     max_norm = recipe.optim.max_grad_norm if recipe.optim.max_grad_norm > 0 else float("inf")
     tokens_per_step = plan.tokens_per_step
@@ -251,6 +258,8 @@ def train(recipe: Recipe, stop_after: Optional[int] = None, echo: Callable[[str]
                     accelerator.backward(loss / plan.grad_accum)
                 loss_sum += loss.detach().float()
             gnorm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+            if hasattr(gnorm, "full_tensor"):  # FSDP2 may hand back a DTensor
+                gnorm = gnorm.full_tensor()
             gnorm = float(gnorm) if gnorm is not None else float("nan")
             loss_mean = float(accelerator.reduce(loss_sum / plan.grad_accum, reduction="mean"))
             bad = not (math.isfinite(loss_mean) and math.isfinite(gnorm))
@@ -276,7 +285,8 @@ def train(recipe: Recipe, stop_after: Optional[int] = None, echo: Callable[[str]
             metrics.advance(step)
             if step % recipe.metrics.log_every == 0 or step in (plan.steps, first_step):
                 metrics.log({"step": step, "loss": loss_mean, "lr": lr, "grad_norm": gnorm,
-                             "tokens": state["tokens"], "skipped": state["skipped"]})
+                             "tokens": state["tokens"], "skipped": state["skipped"],
+                             "elapsed_s": round(time.perf_counter() - t_start, 3)})
             if step % recipe.checkpoint.every == 0 or step == plan.steps:
                 ckpt.save_checkpoint(accelerator, run_dir, step, dict(state), scheduler, loader,
                                      recipe.checkpoint.keep_last)

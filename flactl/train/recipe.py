@@ -402,8 +402,6 @@ def plan_batch(r: Recipe, world_size: int) -> BatchPlan:
     steps = r.run.steps
     if not steps:
         steps = max(1, int(r.run.tokens // (gb * seq)))
-    if r.schedule.warmup_steps > steps:
-        raise RecipeError(f"schedule.warmup_steps: {r.schedule.warmup_steps} exceeds the {steps} training steps")
     return BatchPlan(world_size, b.micro_batch, gb // per_step, gb, seq, steps)
 
 

@@ -30,6 +30,9 @@ TINY = {
     "mamba2": dict(head_dim=8, state_size=8, expand=2, n_groups=1, num_heads=8),
     "hgrn": dict(expand_ratio=1),
     "hgrn2": dict(expand_ratio=16),
+    "gated_deltaproduct": dict(head_dim=8, num_heads=2, expand_v=1, num_householder=2, use_forget_gate=True,
+                               allow_neg_eigval=True),
+    "linear_attn": dict(num_heads=2, feature_map="hedgehog", norm_feature_map=True),
 }
 HYBRID = dict(attn={"layers": [1], "num_heads": 2, "num_kv_heads": 1, "window_size": 3})
 

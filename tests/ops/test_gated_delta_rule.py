@@ -70,14 +70,14 @@ def test_varlen_logits_l2norm(mode, nan_poison):
 
 def test_state_v_first_and_neg_eigval():
     x = _inputs(1, 40, 1, 1, 16, 32, logits=True)
-    o, ht = chunk_gated_delta_rule(**x, output_final_state=True, use_gate_in_kernel=True,
+    x2 = dict(x, initial_state=x["initial_state"].transpose(-1, -2))  # [N, HV, V, K]
+    o, ht = chunk_gated_delta_rule(**x2, output_final_state=True, use_gate_in_kernel=True,
                                    use_beta_sigmoid_in_kernel=True, allow_neg_eigval=True, state_v_first=True,
                                    use_qk_l2norm_in_kernel=True)
-    x2 = dict(x, initial_state=x["initial_state"].transpose(-1, -2))
-    ro, rht = naive_recurrent_gated_delta_rule(**x2, output_final_state=True, use_gate_in_kernel=True,
+    ro, rht = naive_recurrent_gated_delta_rule(**x, output_final_state=True, use_gate_in_kernel=True,
                                                use_beta_sigmoid_in_kernel=True, allow_neg_eigval=True,
                                                use_qk_l2norm_in_kernel=True)
-    assert ht.shape == x["initial_state"].shape
+    assert ht.shape == x2["initial_state"].shape
     assert_close("o", ro, o, tol(2e-4, 8e-3))
     assert_close("final_state", rht.transpose(-1, -2), ht, tol(2e-4, 8e-3))
 

@@ -170,3 +170,52 @@ def test_lr_schedules():
     wsd = lr_lambda("wsd", 100, 10, 0.0, 0.2, "linear")
     assert wsd(50) == 1.0 and wsd(79) == 1.0 and wsd(89) == pytest.approx(0.5) and wsd(99) == pytest.approx(0.0)
     assert lr_lambda("constant", 100, 0, 0.1, 0.1, "linear")(99) == 1.0
+
+
+def test_activation_checkpointing_gives_the_same_losses(tmp_path):
+    plain = _run(tiny_recipe(tmp_path / "a", run={"steps": 2}, checkpoint={"every": 100}))
+    held = []
+    ckpt = _run(tiny_recipe(tmp_path / "b", run={"steps": 2}, checkpoint={"every": 100},
+                            train={"activation_checkpointing": True}), on_model=held.append)
+    assert held[0].is_gradient_checkpointing
+    assert plain.losses == ckpt.losses
+
+
+def test_watchdog_prints_stacks_when_no_step_finishes(tmp_path, capfd):
+    import time
+
+    def on_model(model):
+        slept = []
+
+        def hook(mod, args):
+            if not slept:
+                slept.append(1)
+                time.sleep(1.5)
+        model.register_forward_pre_hook(hook)
+
+    _run(tiny_recipe(tmp_path, run={"steps": 1}, train={"watchdog_s": 0.4}, checkpoint={"every": 100}),
+         on_model=on_model)
+    err = capfd.readouterr().err
+    assert "[flactl watchdog] rank 0: no training step finished" in err and "Thread" in err
+
+
+def test_flops_are_architecture_aware():
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from flactl.train.flops import linear_params, train_flops_per_token
+
+    def model(family, **cfg):
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(AutoConfig.for_model(family, **cfg))
+
+    gla = model("gla", hidden_size=64, num_hidden_layers=2, num_heads=2, vocab_size=320)
+    tf = model("transformer", hidden_size=64, num_hidden_layers=2, num_heads=2, vocab_size=320)
+    # Linear attention: cost per token independent of the context length; softmax attention grows.
+    assert train_flops_per_token(gla, 512) == train_flops_per_token(gla, 8192)
+    assert train_flops_per_token(tf, 8192) > train_flops_per_token(tf, 512) > 6 * linear_params(tf)
+    # GLA mixing term: 2 layers × 2 heads × (2·64·(16+32) + 4·16·32), ×3 for fwd+bwd.
+    assert train_flops_per_token(gla, 512) == 3 * (2 * linear_params(gla) + 2 * 2 * (2 * 64 * 48 + 4 * 16 * 32))
+    # A family without a FLOPs model gets None: no MFU rather than a wrong one.
+    neox = model("gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                 vocab_size=320)
+    assert train_flops_per_token(neox, 512) is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..utils.backend import use_triton
-from .delta_chunk import DeltaChunkFunction, finish_state, prepare_delta_inputs
+from .delta_chunk import DeltaChunkFunction, finish_state, l2norm, prepare_delta_inputs
 from .delta_recurrent import FusedRecurrentDeltaFunction, fused_recurrent_delta_fwd
 from .delta_torch import torch_chunk_delta
 
@@ -27,9 +27,20 @@ def _check_kwargs(kwargs):
             raise ValueError(f"unexpected keyword argument {key!r}")
 
 
+def _check_p(p, k, l2):
+    """Comba's erase key: same shape as k; l2-normalised with q/k when asked."""
+    if p is None:
+        return None
+    if not isinstance(p, torch.Tensor) or tuple(p.shape) != tuple(k.shape):
+        raise ValueError(f"p must have the shape of k {tuple(k.shape)}, got "
+                         f"{tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__}")
+    return l2norm(p).contiguous() if l2 else p.contiguous()
+
+
 def delta_chunk_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, output_final_state,
-                   cu_seqlens, use_qk_l2norm_in_kernel=False, **kwargs):
+                   cu_seqlens, use_qk_l2norm_in_kernel=False, p=None, **kwargs):
     _check_kwargs(kwargs)
+    p = _check_p(p, k, use_qk_l2norm_in_kernel)
     state_v_first = kwargs.get("state_v_first", False)
     q, k, v, beta, g, scale, h0 = prepare_delta_inputs(
         q, k, v, beta, g, gated=gated, allow_gva=allow_gva, initial_state=initial_state,
@@ -39,14 +50,14 @@ def delta_chunk_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, 
         allow_neg_eigval=kwargs.get("allow_neg_eigval", False), state_v_first=state_v_first,
         chunk_size=kwargs.get("chunk_size", 64))
     if use_triton(q):
-        o, ht = DeltaChunkFunction.apply(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens)
+        o, ht = DeltaChunkFunction.apply(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p)
     else:
-        o, ht = torch_chunk_delta(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens)
+        o, ht = torch_chunk_delta(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=p)
     return o, finish_state(ht, state_v_first)
 
 
 def delta_recurrent_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, output_final_state,
-                       cu_seqlens, use_qk_l2norm_in_kernel=False, **kwargs):
+                       cu_seqlens, use_qk_l2norm_in_kernel=False, p=None, **kwargs):
     _check_kwargs(kwargs)
     state_v_first = kwargs.get("state_v_first", False)
     gate_in = bool(kwargs.get("use_gate_in_kernel", False))
@@ -59,8 +70,9 @@ def delta_recurrent_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_sta
                   A_log=A_log, dt_bias=dt_bias, use_beta_sigmoid_in_kernel=beta_sig,
                   allow_neg_eigval=kwargs.get("allow_neg_eigval", False), state_v_first=state_v_first)
     if not use_triton(q):
+        p = _check_p(p, k, use_qk_l2norm_in_kernel)
         q, k, v, beta, g, scale, h0 = prepare_delta_inputs(q, k, v, beta, g, **common)
-        o, ht = torch_chunk_delta(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens)
+        o, ht = torch_chunk_delta(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=p)
         return o, finish_state(ht, state_v_first)
     q, k, v, beta, g, scale, h0 = prepare_delta_inputs(q, k, v, beta, g, transform=False,
                                                        light_varlen_check=True, **common)
@@ -70,10 +82,11 @@ def delta_recurrent_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_sta
         h0 = initial_state  # update the caller's tensor itself
     opts = dict(gate_in_kernel=gate_in, beta_sigmoid=beta_sig, beta_scale=beta_scale,
                 l2norm=bool(use_qk_l2norm_in_kernel), inplace_final_state=inplace)
-    tensors = (q, k, v, beta, g, A_log, dt_bias, h0)
+    p = _check_p(p, k, False)  # the kernel normalises p with q, k
+    tensors = (q, k, v, beta, g, A_log, dt_bias, h0, p)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         o, ht = FusedRecurrentDeltaFunction.apply(*tensors, scale, output_final_state, cu_seqlens, opts)
     else:
         o, ht = fused_recurrent_delta_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens,
-                                          A_log=A_log, dt_bias=dt_bias, **opts)
+                                          A_log=A_log, dt_bias=dt_bias, p=p, **opts)
     return o, finish_state(ht, state_v_first)

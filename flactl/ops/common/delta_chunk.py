@@ -34,16 +34,17 @@ def _meta(q, cu_seqlens):
     return cu_seqlens.numel() - 1, chunk_indices.shape[0], chunk_indices, chunk_offsets
 
 
-def delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens):
+def delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=None):
+    """p: Comba's erase key [B,T,H,K] (needs g); None for the (gated) delta rule."""
     N, NT, ci, co = _meta(q, cu_seqlens)
     gc = chunk_local_cumsum(g, BT, cu_seqlens=cu_seqlens) if g is not None else None
-    A, w, u = wy_fwd(k, v, beta, gc, cu_seqlens, ci, NT)
+    A, w, u = wy_fwd(k, v, beta, gc, cu_seqlens, ci, NT, p=p, graw=g if p is not None else None)
     h, v_new, ht = fwd_h(k, w, u, gc, h0, output_final_state, cu_seqlens, co, N, NT)
     o = fwd_o(q, k, v_new, h, gc, scale, cu_seqlens, ci, NT)
     return o, ht, (gc, A, w, h, v_new)
 
 
-def delta_chunk_bwd(q, k, v, beta, g, scale, h0, cu_seqlens, saved, do, dht):
+def delta_chunk_bwd(q, k, v, beta, g, scale, h0, cu_seqlens, saved, do, dht, p=None):
     gc, A, w, h, v_new = saved
     B, T, H, K = q.shape
     HV = v.shape[2]
@@ -51,34 +52,45 @@ def delta_chunk_bwd(q, k, v, beta, g, scale, h0, cu_seqlens, saved, do, dht):
     dv_local = bwd_dv_local(q, k, gc, do, scale, cu_seqlens, ci, NT)
     dh, dh0, dv2 = bwd_dh(q, k, w, gc, h0, dht, do, dv_local, scale, cu_seqlens, co, N, NT)
     dq, dk, dw, dgc = bwd_dqkwg(q, k, v_new, h, dh, do, dv2, gc, scale, cu_seqlens, ci, NT)
-    dk, dv, dbeta, dgc_wy = wy_bwd(k, v, beta, gc, A, dw, dv2, dk, cu_seqlens, ci, NT)
+    dp = dgl = None
+    if p is None:
+        dk, dv, dbeta, dgc_wy = wy_bwd(k, v, beta, gc, A, dw, dv2, dk, cu_seqlens, ci, NT)
+    else:
+        dk, dv, dbeta, dgc_wy, dp, dgl = wy_bwd(k, v, beta, gc, A, dw, dv2, dk, cu_seqlens, ci, NT, p=p, graw=g)
     dg = None
     if g is not None:
-        dg = chunk_local_cumsum(dgc.sum(0) + dgc_wy, BT, reverse=True, cu_seqlens=cu_seqlens).to(g.dtype)
+        dg = chunk_local_cumsum(dgc.sum(0) + dgc_wy, BT, reverse=True, cu_seqlens=cu_seqlens)
+        if dgl is not None:  # Comba's row factors use gc - g
+            dg = dg - dgl
+        dg = dg.to(g.dtype)
     if HV != H:  # grouped value heads: q/k gradients sum over the heads of a group
         G = HV // H
         dq = dq.view(B, T, H, G, K).sum(3)
         dk = dk.view(B, T, H, G, K).sum(3)
-    return dq.to(q.dtype), dk.to(k.dtype), dv, dbeta.to(beta.dtype), dg, dh0
+        if dp is not None:
+            dp = dp.view(B, T, H, G, K).sum(3)
+    if dp is not None:
+        dp = dp.to(p.dtype)
+    return dq.to(q.dtype), dk.to(k.dtype), dv, dbeta.to(beta.dtype), dg, dh0, dp
 
 
 class DeltaChunkFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens):
-        o, ht, saved = delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens)
-        ctx.save_for_backward(q, k, v, beta, g, h0, cu_seqlens, *saved)
+    def forward(ctx, q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=None):
+        o, ht, saved = delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=p)
+        ctx.save_for_backward(q, k, v, beta, g, h0, cu_seqlens, p, *saved)
         ctx.scale = scale
         return o, ht
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, beta, g, h0, cu_seqlens, *saved = ctx.saved_tensors
-        dq, dk, dv, dbeta, dg, dh0 = delta_chunk_bwd(
+        q, k, v, beta, g, h0, cu_seqlens, p, *saved = ctx.saved_tensors
+        dq, dk, dv, dbeta, dg, dh0, dp = delta_chunk_bwd(
             q, k, v, beta, g, ctx.scale, h0, cu_seqlens, saved, do.contiguous(),
-            dht.contiguous() if dht is not None else None)
+            dht.contiguous() if dht is not None else None, p=p)
         if dh0 is not None:
             dh0 = dh0.to(h0.dtype)
-        return dq, dk, dv, dbeta, dg, None, dh0, None, None
+        return dq, dk, dv, dbeta, dg, None, dh0, None, None, dp
 
 
 # ----------------------------------------------------------------------------------------------

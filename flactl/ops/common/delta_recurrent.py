@@ -22,11 +22,11 @@ from ..utils.backend import use_triton
 
 @triton.jit
 def delta_fused_recurrent_fwd_kernel(
-    q, k, v, beta, g, A_log, dt_bias, o, h0, ht, cu_seqlens, scale, T,
+    q, k, p, v, beta, g, A_log, dt_bias, o, h0, ht, cu_seqlens, scale, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, GATE_IN_KERNEL: tl.constexpr, USE_DT_BIAS: tl.constexpr, BETA_SIGMOID: tl.constexpr,
     BETA_SCALE: tl.constexpr, L2NORM: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
+    IS_VARLEN: tl.constexpr, USE_P: tl.constexpr,
 ):
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
@@ -54,6 +54,8 @@ def delta_fused_recurrent_fwd_kernel(
             b_bias = 0.0
     p_q = q + (bos * H + i_h) * K + o_k
     p_k = k + (bos * H + i_h) * K + o_k
+    if USE_P:
+        p_p = p + (bos * H + i_h) * K + o_k
     p_v = v + (bos * HV + i_hv) * V + o_v
     p_o = o + (bos * HV + i_hv) * V + o_v
     p_b = beta + bos * HV + i_hv
@@ -69,18 +71,26 @@ def delta_fused_recurrent_fwd_kernel(
             b_k = b_k * tl.rsqrt(tl.sum(b_k * b_k, 0) + 1e-6)
         if BETA_SIGMOID:
             b_beta = tl.sigmoid(b_beta) * BETA_SCALE
+        if USE_P:  # Comba: the erase key p reads the state before this token's decay
+            b_p = tl.load(p_p, mask=m_k, other=0.0).to(tl.float32)
+            if L2NORM:
+                b_p = b_p * tl.rsqrt(tl.sum(b_p * b_p, 0) + 1e-6)
+            b_err = b_v - tl.sum(b_h * b_p[:, None], 0)
         if USE_G:
             b_g = tl.load(p_g).to(tl.float32)
             if GATE_IN_KERNEL:
                 x = b_g + b_bias
                 b_g = -b_A * tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
             b_h *= tl.exp(b_g)
-        b_err = b_v - tl.sum(b_h * b_k[:, None], 0)
+        if not USE_P:
+            b_err = b_v - tl.sum(b_h * b_k[:, None], 0)
         b_h += b_k[:, None] * (b_beta * b_err)[None, :]
         b_o = tl.sum(b_h * b_q[:, None], 0) * scale
         tl.store(p_o, b_o.to(p_o.dtype.element_ty), mask=m_v)
         p_q += H * K
         p_k += H * K
+        if USE_P:
+            p_p += H * K
         p_v += HV * V
         p_o += HV * V
         p_b += HV
@@ -92,7 +102,7 @@ def delta_fused_recurrent_fwd_kernel(
 
 def fused_recurrent_delta_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, *,
                               gate_in_kernel=False, A_log=None, dt_bias=None, beta_sigmoid=False,
-                              beta_scale=1.0, l2norm=False, inplace_final_state=False):
+                              beta_scale=1.0, l2norm=False, inplace_final_state=False, p=None):
     """Launch the recurrent kernel on prepared (validated, contiguous) inputs; returns (o, ht)."""
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
@@ -111,11 +121,11 @@ def fused_recurrent_delta_fwd(q, k, v, beta, g, scale, h0, output_final_state, c
     BV = max(8, min(triton.next_power_of_2(V), 4096 // BK))
     grid = (triton.cdiv(V, BV), N * HV)
     delta_fused_recurrent_fwd_kernel[grid](
-        q, k, v, beta, g, A_log, dt_bias, o, h0, ht, cu_seqlens, scale, T,
+        q, k, p, v, beta, g, A_log, dt_bias, o, h0, ht, cu_seqlens, scale, T,
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, USE_G=g is not None, GATE_IN_KERNEL=gate_in_kernel,
         USE_DT_BIAS=dt_bias is not None, BETA_SIGMOID=beta_sigmoid, BETA_SCALE=beta_scale, L2NORM=l2norm,
         USE_H0=h0 is not None, STORE_HT=ht is not None, IS_VARLEN=cu_seqlens is not None,
-        num_warps=4 if BK * BV >= 4096 else 2)
+        USE_P=p is not None, num_warps=4 if BK * BV >= 4096 else 2)
     return o, ht
 
 
@@ -123,10 +133,10 @@ class FusedRecurrentDeltaFunction(torch.autograd.Function):
     """Forward: the recurrent kernel. Backward: recompute through the chunked path and differentiate."""
 
     @staticmethod
-    def forward(ctx, q, k, v, beta, g, A_log, dt_bias, h0, scale, output_final_state, cu_seqlens, opts):
+    def forward(ctx, q, k, v, beta, g, A_log, dt_bias, h0, p, scale, output_final_state, cu_seqlens, opts):
         o, ht = fused_recurrent_delta_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens,
-                                          A_log=A_log, dt_bias=dt_bias, **opts)
-        ctx.save_for_backward(q, k, v, beta, g, A_log, dt_bias, h0, cu_seqlens)
+                                          A_log=A_log, dt_bias=dt_bias, p=p, **opts)
+        ctx.save_for_backward(q, k, v, beta, g, A_log, dt_bias, h0, p, cu_seqlens)
         ctx.scale, ctx.opts, ctx.output_final_state = scale, opts, output_final_state
         return o, ht
 
@@ -135,21 +145,23 @@ class FusedRecurrentDeltaFunction(torch.autograd.Function):
         from .delta_chunk import DeltaChunkFunction, gate_from_logits, l2norm
         from .delta_torch import torch_chunk_delta
 
-        q, k, v, beta, g, A_log, dt_bias, h0, cu_seqlens = ctx.saved_tensors
+        q, k, v, beta, g, A_log, dt_bias, h0, p, cu_seqlens = ctx.saved_tensors
         opts = ctx.opts
-        leaves = [q, k, v, beta, g, A_log, dt_bias, h0]
+        leaves = [q, k, v, beta, g, A_log, dt_bias, h0, p]
         leaves = [x.detach().requires_grad_(need) if x is not None else None
-                  for x, need in zip(leaves, ctx.needs_input_grad[:8])]
-        lq, lk, lv, lb, lg, lA, ldt, lh0 = leaves
+                  for x, need in zip(leaves, ctx.needs_input_grad[:9])]
+        lq, lk, lv, lb, lg, lA, ldt, lh0, lp = leaves
         with torch.enable_grad():
             qq, kk = (l2norm(lq), l2norm(lk)) if opts["l2norm"] else (lq, lk)
+            pp = (l2norm(lp) if opts["l2norm"] else lp) if lp is not None else None
             gg = gate_from_logits(lg, lA, ldt) if opts["gate_in_kernel"] else lg
             bb = lb.float().sigmoid() * opts["beta_scale"] if opts["beta_sigmoid"] else lb
             if use_triton(q):
                 o, ht = DeltaChunkFunction.apply(qq, kk, lv, bb, gg, ctx.scale, lh0, ctx.output_final_state,
-                                                 cu_seqlens)
+                                                 cu_seqlens, pp)
             else:
-                o, ht = torch_chunk_delta(qq, kk, lv, bb, gg, ctx.scale, lh0, ctx.output_final_state, cu_seqlens)
+                o, ht = torch_chunk_delta(qq, kk, lv, bb, gg, ctx.scale, lh0, ctx.output_final_state, cu_seqlens,
+                                          p=pp)
             outs, grads_out = [o], [do]
             if ht is not None and dht is not None:
                 outs.append(ht)

@@ -13,8 +13,12 @@ from ..utils.index import seq_boundaries
 
 
 def torch_chunk_delta(q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens,
-                      chunk_size: int = 64):
-    """q,k [B,T,H,K]; v [B,T,HV,V]; beta, g [B,T,HV] (g may be None); returns (o, final fp32 or None)."""
+                      chunk_size: int = 64, p=None):
+    """q,k [B,T,H,K]; v [B,T,HV,V]; beta, g [B,T,HV] (g may be None); returns (o, final fp32 or None).
+
+    p: Comba's erase key [B,T,H,K] (with g): the erase reads the state before token i's decay, so the
+    row factors of L and w use gc - g.
+    """
     B, T, H, K = q.shape
     HV, V = v.shape[2], v.shape[3]
     G = HV // H
@@ -22,6 +26,7 @@ def torch_chunk_delta(q, k, v, beta, g, scale, initial_state, output_final_state
     f = torch.float32
     qf = q.float().repeat_interleave(G, dim=2)
     kf = k.float().repeat_interleave(G, dim=2)
+    pf = p.float().repeat_interleave(G, dim=2) if p is not None else kf
     vf, bf = v.float(), beta.float()
     gf = g.float() if g is not None else None
     outs, finals = [], []
@@ -43,22 +48,29 @@ def torch_chunk_delta(q, k, v, beta, g, scale, initial_state, output_final_state
             return x.reshape(NC, C, *x.shape[1:]).movedim(2, 0)
 
         qc, kc, vc = chunks(qf[b, bos:eos]), chunks(kf[b, bos:eos]), chunks(vf[b, bos:eos])
+        pc = chunks(pf[b, bos:eos]) if p is not None else kc
         bc = chunks(bf[b, bos:eos])  # [HV, NC, C]
         if gf is not None:
-            gc = chunks(gf[b, bos:eos]).cumsum(-1)
+            graw = chunks(gf[b, bos:eos])
+            gc = graw.cumsum(-1)
+            gcl = gc - graw if p is not None else gc
             diff = gc[..., :, None] - gc[..., None, :]
             gam = torch.where(causal, diff, torch.full_like(diff, -float("inf"))).exp()
+            dl = gcl[..., :, None] - gc[..., None, :]
+            gaml = torch.where(strict, dl, torch.full_like(dl, -float("inf"))).exp()
             eg = gc.exp()
+            egw = gcl.exp()
             egl = (gc[..., -1:] - gc).exp()  # decay from each token to the chunk end
             glast = gc[..., -1].exp()
         else:
             gam = causal.to(f).expand(HV, NC, C, C)
-            eg = egl = torch.ones_like(bc)
+            gaml = gam
+            eg = egl = egw = torch.ones_like(bc)
             glast = torch.ones(HV, NC, device=q.device, dtype=f)
-        kk = kc @ kc.transpose(-1, -2)
-        Lm = torch.where(strict, kk * gam * bc[..., :, None], torch.zeros_like(kk))
+        kk = pc @ kc.transpose(-1, -2)
+        Lm = torch.where(strict, kk * gaml * bc[..., :, None], torch.zeros_like(kk))
         A = torch.linalg.solve_triangular(eye + Lm, eye.expand_as(Lm), upper=False, unitriangular=True)
-        w = A @ (kc * (bc * eg)[..., None])
+        w = A @ (pc * (bc * egw)[..., None])
         u = A @ (vc * bc[..., None])
         attn = (qc @ kc.transpose(-1, -2)) * gam
         os = []

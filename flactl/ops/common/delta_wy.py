@@ -15,11 +15,10 @@ arithmetic as Gaussian forward substitution (backward stable for triangular syst
 forms powers of L (the Neumann/doubling product blows up when |L| entries are ~1, e.g. beta ~ 1
 with correlated keys).
 
-Kernels (all chunk-parallel, grid (chunks, B*HV)):
-  delta_kkt_kernel    L (fp32, strict lower) into A's buffer
-  delta_solve_kernel  A = (I + L)^{-1} in place
-  delta_wu_kernel     w, u
-  delta_wy_bwd_kernel dk, dv, dbeta, dgc given dw, du (+ dk from the output part)
+Kernels (chunk-parallel, grid (chunks, B*HV)):
+  delta_wy_fwd_kernel  _kkt_body (L, fp32 strict lower, into A's buffer) -> _solve_body (A = (I + L)^{-1}
+                       in place) -> _wu_body (w, u), fused in one program
+  delta_wy_bwd_kernel  dk, dv, dbeta, dgc given dw, du (+ dk from the output part)
 
 Backward of the WY part (dA = du (beta V)^T + dw (beta e^gc K)^T, dL = -A^T dA A^T):
   dv     = beta * (A^T du)
@@ -53,12 +52,14 @@ def _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN: tl.constexp
 
 
 @triton.jit
-def delta_kkt_kernel(
-    k, beta, gc, A, cu_seqlens, chunk_indices, T,
+def _kkt_body(
+    i_t, i_bh,
+    k, p, beta, gc, graw, A, cu_seqlens, chunk_indices, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-    USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
+    USE_G: tl.constexpr, USE_P: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    """L = tril(diag(beta) (P K^T) * exp(gcl_i - gc_j), -1); P = K and gcl = gc unless USE_P (Comba:
+    erase key p, and the erase reads the state before token i's decay, so gcl = gc - g)."""
     i_b, i_hv = i_bh // HV, i_bh % HV
     i_h = i_hv // (HV // H)
     bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
@@ -70,13 +71,20 @@ def delta_kkt_kernel(
         o_k = i_k * BK + tl.arange(0, BK)
         m_k = o_k < K
         b_k = tl.load(k + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
-        b_kk += tl.dot(b_k, tl.trans(b_k))
+        if USE_P:
+            b_p = tl.load(p + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
+            b_kk += tl.dot(b_p, tl.trans(b_k))
+        else:
+            b_kk += tl.dot(b_k, tl.trans(b_k))
     b_beta = tl.load(beta + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
     b_L = b_kk * b_beta[:, None]
     m_L = (o_t[:, None] > o_t[None, :]) & m_t[:, None]
     if USE_G:
         b_g = tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-        b_L = b_L * tl.exp(tl.where(m_L, b_g[:, None] - b_g[None, :], 0.0))
+        b_gl = b_g
+        if USE_P:
+            b_gl = b_g - tl.load(graw + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+        b_L = b_L * tl.exp(tl.where(m_L, b_gl[:, None] - b_g[None, :], 0.0))
     b_L = tl.where(m_L, b_L, 0.0)
     o_j = tl.arange(0, BT)
     tl.store(A + (o_r[:, None] * HV + i_hv) * BT + o_j[None, :], b_L, mask=m_t[:, None])
@@ -119,12 +127,12 @@ def _mm(a, b):
 
 
 @triton.jit
-def delta_solve_kernel(
+def _solve_body(
+    i_t, i_bh,
     A, cu_seqlens, chunk_indices, T,
     HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     """In place: A (holding strict-lower L) <- (I + L)^{-1} for one chunk and value head."""
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_hv = i_bh // HV, i_bh % HV
     bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
     o_t0 = i_c * BT
@@ -167,12 +175,14 @@ def delta_solve_kernel(
 
 
 @triton.jit
-def delta_wu_kernel(
-    k, v, beta, gc, A, w, u, cu_seqlens, chunk_indices, T,
+def _wu_body(
+    i_t, i_bh,
+    k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_P: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
 ):
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    """u = A diag(beta) V; w = A diag(beta exp(gcl)) K  (k is the erase key P when USE_P)."""
     i_b, i_hv = i_bh // HV, i_bh % HV
     i_h = i_hv // (HV // H)
     bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
@@ -192,7 +202,10 @@ def delta_wu_kernel(
         tl.store(u + p, b_u.to(u.dtype.element_ty), mask=m)
     b_s = b_beta
     if USE_G:
-        b_s = b_s * tl.exp(tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32))
+        b_gl = tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+        if USE_P:
+            b_gl = b_gl - tl.load(graw + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+        b_s = b_s * tl.exp(b_gl)
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m = m_t[:, None] & (o_k < K)[None, :]
@@ -202,12 +215,39 @@ def delta_wu_kernel(
 
 
 @triton.jit
-def delta_wy_bwd_kernel(
-    k, v, beta, gc, A, dw, du, dk_in, dk, dv, dbeta, dgc, cu_seqlens, chunk_indices, T,
+def delta_wy_fwd_kernel(
+    k, p, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, IS_VARLEN: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_G: tl.constexpr, USE_P: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
-    """dk = dk_in + WY part (dk, dk_in per value head), dv, dbeta, dgc (WY part only)."""
+    """kkt -> solve -> w, u in one program per (chunk, value head). A round-trips through global
+    memory (L1/L2-resident) between the steps: the solve re-reads rows of L, and the w/u products
+    need A as one [64, 64] tile; the barriers order those accesses within the CTA."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    _kkt_body(i_t, i_bh, k, p, beta, gc, graw, A, cu_seqlens, chunk_indices, T, H, HV, K, BT, BK, USE_G, USE_P,
+              IS_VARLEN)
+    tl.debug_barrier()
+    _solve_body(i_t, i_bh, A, cu_seqlens, chunk_indices, T, HV, BT, BC, IS_VARLEN)
+    tl.debug_barrier()
+    if USE_P:  # w is built from the erase key
+        _wu_body(i_t, i_bh, p, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H, HV, K, V,
+                 BT, BK, BV, USE_G, USE_P, IS_VARLEN)
+    else:
+        _wu_body(i_t, i_bh, k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H, HV, K, V,
+                 BT, BK, BV, USE_G, USE_P, IS_VARLEN)
+
+
+
+@triton.jit
+def delta_wy_bwd_kernel(
+    k, p, v, beta, gc, graw, A, dw, du, dk_in, dk, dp, dv, dbeta, dgc, dgl, cu_seqlens, chunk_indices, T,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_P: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    """dk = dk_in + WY part (per value head), dv, dbeta, dgc (WY part). With USE_P (erase key p and
+    left decay gcl = gc - g): also dp, and dgl = the part of dgc that belongs to gcl (row factors)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_hv = i_bh // HV, i_bh % HV
     i_h = i_hv // (HV // H)
@@ -222,75 +262,89 @@ def delta_wy_bwd_kernel(
     b_beta = tl.load(beta + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
     if USE_G:
         b_g = tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-        b_eg = tl.exp(b_g)
+        b_gl = b_g
+        if USE_P:
+            b_gl = b_g - tl.load(graw + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+        b_eg = tl.exp(b_gl)
     else:
         b_eg = tl.full([BT], 1.0, tl.float32)
     b_s = b_beta * b_eg
     b_dA = tl.zeros([BT, BT], dtype=tl.float32)
     b_kk = tl.zeros([BT, BT], dtype=tl.float32)
     b_db = tl.zeros([BT], dtype=tl.float32)
-    b_dg = tl.zeros([BT], dtype=tl.float32)
+    b_dgr = tl.zeros([BT], dtype=tl.float32)  # row-factor (left / gcl) part
     for i_v in range(tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m = m_t[:, None] & (o_v < V)[None, :]
-        p = (o_r[:, None] * HV + i_hv) * V + o_v[None, :]
-        b_v = tl.load(v + p, mask=m, other=0.0)
-        b_du = tl.load(du + p, mask=m, other=0.0).to(dt)
+        pv = (o_r[:, None] * HV + i_hv) * V + o_v[None, :]
+        b_v = tl.load(v + pv, mask=m, other=0.0)
+        b_du = tl.load(du + pv, mask=m, other=0.0).to(dt)
         b_dA += tl.dot(b_du, tl.trans((b_v.to(tl.float32) * b_beta[:, None]).to(dt)))
         b_dvb = tl.dot(tl.trans(b_A), b_du)
-        tl.store(dv + p, (b_dvb * b_beta[:, None]).to(dv.dtype.element_ty), mask=m)
+        tl.store(dv + pv, (b_dvb * b_beta[:, None]).to(dv.dtype.element_ty), mask=m)
         b_db += tl.sum(b_dvb * b_v.to(tl.float32), 1)
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m = m_t[:, None] & (o_k < K)[None, :]
-        b_k = tl.load(k + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m, other=0.0)
+        pk = (o_r[:, None] * H + i_h) * K + o_k[None, :]
+        b_k = tl.load(k + pk, mask=m, other=0.0)
+        if USE_P:
+            b_e = tl.load(p + pk, mask=m, other=0.0)
+        else:
+            b_e = b_k
         b_dw = tl.load(dw + (o_r[:, None] * HV + i_hv) * K + o_k[None, :], mask=m, other=0.0).to(dt)
-        b_dA += tl.dot(b_dw, tl.trans((b_k.to(tl.float32) * b_s[:, None]).to(dt)))
+        b_dA += tl.dot(b_dw, tl.trans((b_e.to(tl.float32) * b_s[:, None]).to(dt)))
         b_dkb = tl.dot(tl.trans(b_A), b_dw)
-        b_t = tl.sum(b_dkb * b_k.to(tl.float32), 1) * b_eg
-        b_db += b_t
-        b_dg += b_t * b_beta
-        b_kk += tl.dot(b_k, tl.trans(b_k))
+        b_x = tl.sum(b_dkb * b_e.to(tl.float32), 1) * b_eg
+        b_db += b_x
+        b_dgr += b_x * b_beta
+        b_kk += tl.dot(b_e, tl.trans(b_k))
     # dL = -A^T dA A^T on the strict lower triangle (exact fp32)
     b_dL = -tl.dot(tl.trans(b_A32), tl.dot(b_dA, tl.trans(b_A32), input_precision="ieee"), input_precision="ieee")
     m_L = (o_t[:, None] > o_t[None, :]) & m_t[:, None]
     if USE_G:
-        b_gam = tl.exp(tl.where(m_L, b_g[:, None] - b_g[None, :], 0.0))
+        b_gam = tl.exp(tl.where(m_L, b_gl[:, None] - b_g[None, :], 0.0))
     else:
         b_gam = tl.full([BT, BT], 1.0, tl.float32)
     b_dL = tl.where(m_L, b_dL, 0.0)
     b_dLg = b_dL * b_gam
     b_db += tl.sum(b_dLg * b_kk, 1)
     b_P = b_dLg * b_beta[:, None]
-    if USE_G:
-        b_x = b_P * b_kk  # = dL * L
-        b_dg += tl.sum(b_x, 1) - tl.sum(b_x, 0)
     tl.store(dbeta + o_r * HV + i_hv, b_db.to(dbeta.dtype.element_ty), mask=m_t)
     if USE_G:
-        tl.store(dgc + o_r * HV + i_hv, b_dg, mask=m_t)
+        b_x2 = b_P * b_kk  # = dL * L
+        b_dgr += tl.sum(b_x2, 1)
+        tl.store(dgc + o_r * HV + i_hv, b_dgr - tl.sum(b_x2, 0), mask=m_t)
+        if USE_P:
+            tl.store(dgl + o_r * HV + i_hv, b_dgr, mask=m_t)
     b_Pd = b_P.to(dt)
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m = m_t[:, None] & (o_k < K)[None, :]
-        b_k = tl.load(k + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m, other=0.0)
-        p = (o_r[:, None] * HV + i_hv) * K + o_k[None, :]
-        b_dw = tl.load(dw + p, mask=m, other=0.0).to(dt)
-        b_dk = tl.dot(tl.trans(b_A), b_dw) * b_s[:, None]
-        b_dk += tl.dot(b_Pd, b_k) + tl.dot(tl.trans(b_Pd), b_k)
-        b_dk += tl.load(dk_in + p, mask=m, other=0.0).to(tl.float32)
-        tl.store(dk + p, b_dk.to(dk.dtype.element_ty), mask=m)
-
-
-def _grid_chunks(NT_total, B, HV):
-    return (NT_total, B * HV)
+        pk = (o_r[:, None] * H + i_h) * K + o_k[None, :]
+        b_k = tl.load(k + pk, mask=m, other=0.0)
+        po = (o_r[:, None] * HV + i_hv) * K + o_k[None, :]
+        b_dw = tl.load(dw + po, mask=m, other=0.0).to(dt)
+        b_dew = tl.dot(tl.trans(b_A), b_dw) * b_s[:, None]
+        b_dk = tl.load(dk_in + po, mask=m, other=0.0).to(tl.float32)
+        if USE_P:
+            b_e = tl.load(p + pk, mask=m, other=0.0)
+            b_dk += tl.dot(tl.trans(b_Pd), b_e)
+            tl.store(dp + po, (b_dew + tl.dot(b_Pd, b_k)).to(dp.dtype.element_ty), mask=m)
+        else:
+            b_dk += b_dew + tl.dot(b_Pd, b_k) + tl.dot(tl.trans(b_Pd), b_k)
+        tl.store(dk + po, b_dk.to(dk.dtype.element_ty), mask=m)
 
 
 def _bk(d: int) -> int:
     return min(64, max(16, triton.next_power_of_2(d)))
 
 
-def wy_fwd(k, v, beta, gc, cu_seqlens, chunk_indices, NT):
-    """A (fp32, [B,T,HV,64]), w [B,T,HV,K], u [B,T,HV,V] for every chunk (NT chunks per batch row)."""
+def wy_fwd(k, v, beta, gc, cu_seqlens, chunk_indices, NT, p=None, graw=None):
+    """A (fp32, [B,T,HV,64]), w [B,T,HV,K], u [B,T,HV,V] for every chunk (NT chunks per batch row).
+
+    p (erase key, [B,T,H,K]) and graw (raw log-decay, to form gcl = gc - g) are given for Comba only.
+    """
     B, T, H, K = k.shape
     HV, V = v.shape[2], v.shape[3]
     A = torch.empty(B, T, HV, BT, device=k.device, dtype=torch.float32)
@@ -298,24 +352,30 @@ def wy_fwd(k, v, beta, gc, cu_seqlens, chunk_indices, NT):
     u = torch.empty(B, T, HV, V, device=k.device, dtype=k.dtype)
     grid = (NT, B * HV)
     varlen = cu_seqlens is not None
-    delta_kkt_kernel[grid](k, beta, gc, A, cu_seqlens, chunk_indices, T, H=H, HV=HV, K=K, BT=BT, BK=_bk(K),
-                           USE_G=gc is not None, IS_VARLEN=varlen, num_warps=4)
-    delta_solve_kernel[grid](A, cu_seqlens, chunk_indices, T, HV=HV, BT=BT, BC=BC, IS_VARLEN=varlen, num_warps=2)
-    delta_wu_kernel[grid](k, v, beta, gc, A, w, u, cu_seqlens, chunk_indices, T, H=H, HV=HV, K=K, V=V, BT=BT,
-                          BK=_bk(K), BV=_bk(V), USE_G=gc is not None, IS_VARLEN=varlen, num_warps=4)
+    use_p = p is not None
+    delta_wy_fwd_kernel[grid](k, p, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H=H, HV=HV, K=K,
+                              V=V, BT=BT, BC=BC, BK=_bk(K), BV=_bk(V), USE_G=gc is not None, USE_P=use_p,
+                              IS_VARLEN=varlen, num_warps=4)
     return A, w, u
 
 
-def wy_bwd(k, v, beta, gc, A, dw, du, dk_in, cu_seqlens, chunk_indices, NT):
-    """Returns dk (= dk_in + WY part, per value head [B,T,HV,K]), dv, dbeta, dgc (WY part, fp32 or None)."""
+def wy_bwd(k, v, beta, gc, A, dw, du, dk_in, cu_seqlens, chunk_indices, NT, p=None, graw=None):
+    """Returns dk (= dk_in + WY part, per value head [B,T,HV,K]), dv, dbeta, dgc (WY part, fp32 or None),
+    and for Comba (p given) dp [B,T,HV,K] and dgl (the part of dgc owed to gcl = gc - g)."""
     B, T, H, K = k.shape
     HV, V = v.shape[2], v.shape[3]
-    dk = torch.empty(B, T, HV, K, device=k.device, dtype=torch.float32 if HV != H else k.dtype)
+    use_p = p is not None
+    f32 = torch.float32
+    dk = torch.empty(B, T, HV, K, device=k.device, dtype=f32 if HV != H else k.dtype)
+    dp = torch.empty(B, T, HV, K, device=k.device, dtype=f32 if HV != H else k.dtype) if use_p else None
     dv = torch.empty_like(v)
-    dbeta = torch.empty(B, T, HV, device=k.device, dtype=torch.float32)
-    dgc = torch.empty(B, T, HV, device=k.device, dtype=torch.float32) if gc is not None else None
+    dbeta = torch.empty(B, T, HV, device=k.device, dtype=f32)
+    dgc = torch.empty(B, T, HV, device=k.device, dtype=f32) if gc is not None else None
+    dgl = torch.empty(B, T, HV, device=k.device, dtype=f32) if (gc is not None and use_p) else None
     delta_wy_bwd_kernel[(NT, B * HV)](
-        k, v, beta, gc, A, dw, du, dk_in, dk, dv, dbeta, dgc, cu_seqlens, chunk_indices, T,
-        H=H, HV=HV, K=K, V=V, BT=BT, BK=_bk(K), BV=_bk(V), USE_G=gc is not None,
+        k, p, v, beta, gc, graw, A, dw, du, dk_in, dk, dp, dv, dbeta, dgc, dgl, cu_seqlens, chunk_indices, T,
+        H=H, HV=HV, K=K, V=V, BT=BT, BK=_bk(K), BV=_bk(V), USE_G=gc is not None, USE_P=use_p,
         IS_VARLEN=cu_seqlens is not None, num_warps=4)
+    if use_p:
+        return dk, dv, dbeta, dgc, dp, dgl
     return dk, dv, dbeta, dgc

@@ -1,15 +1,18 @@
-"""Chunked HGRN: the same recurrence as ``fused_recurrent_hgrn`` with parallelism over time.
+"""Chunked HGRN: the same recurrence as ``fused_recurrent_hgrn``, but each program scans whole
+[BT, BD] tiles of time x channels in registers instead of one token at a time.
 
     h_t = exp(g_t) * h_{t-1} + x_t
-Split each sequence into chunks of BT steps. With G_t the cumulative log-gate inside a chunk,
-    h_t = local_t + exp(G_t) * h_in,   local_t = the recurrence started from 0 at the chunk start.
-Kernel 1 computes every chunk's ``local`` in parallel (chunks x channel blocks); kernel 2 walks the
-chunks of each sequence in order, adding exp(G_t) * h_in to whole [BT, BD] tiles at once.
+The recurrence is a composition of affine maps h -> a h + b, which is associative:
+(a1, b1) then (a2, b2) = (a1 a2, b1 a2 + b2). ``tl.associative_scan`` applies it along the tile's
+time axis in parallel, giving (A_t, B_t) with h_t = B_t + A_t h_in (A_t = exp of the cumulative
+log-gate, never above 1 for g <= 0, so nothing overflows). One program per (channel block,
+sequence) walks the chunks, carrying h_in from one tile's last row to the next: x and g are read
+once and o written once (HGRN is memory bound), and the tile loads do not wait on the carry.
 
-The backward is the same scan reversed: dh_t = do_t + exp(g_{t+1}) dh_{t+1}. Inside a chunk the
-factor on the carry is exp(sum_{s=t+1}^{end} g_s); the carry into a chunk is exp(g_next_start) *
-dh_next_start (dht for the last chunk), and after the first chunk it is dh0. Kernel 2 also forms
-dg_t = dh_t * exp(g_t) * h_{t-1} from the forward output.
+Backward: dh_t = do_t + exp(g_{t+1}) dh_{t+1} (dh_last = do_last + dht) is the same scan over the
+tile read in reversed row order with the gates shifted by one step; the same program forms
+dx_t = dh_t, dg_t = dh_t exp(g_t) h_{t-1} (h_{t-1} from the forward output, h0 at the start) and
+dh0 = exp(g_0) dh_0.
 """
 from __future__ import annotations
 
@@ -19,59 +22,33 @@ import torch
 import triton
 import triton.language as tl
 
+from ..utils.autotune import autotune
 from ..utils.backend import use_triton
-from ..utils.index import prepare_chunk_indices
 from .fused_recurrent import check_hgrn_inputs
 
-
-@triton.jit
-def chunk_hgrn_local_kernel(
-    x, g, y, cu_seqlens, chunk_indices, T, D,
-    BT: tl.constexpr, BD: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
-):
-    """y = the recurrence inside each chunk from a zero state (forward), or the reversed recurrence
-    with gates shifted by one step (REVERSE: y_t = x_t + exp(g_{t+1}) y_{t+1})."""
-    i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
-    if IS_VARLEN:
-        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int64)
-        i_c = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int64)
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        L = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
-    else:
-        i_c = i_t
-        bos = i_b * T
-        L = T
-    o_d = i_d * BD + tl.arange(0, BD)
-    m_d = o_d < D
-    start = i_c * BT
-    n = tl.minimum(BT, L - start)
-    b_y = tl.zeros([BD], dtype=tl.float32)
-    b_a = tl.zeros([BD], dtype=tl.float32)  # exp(g_{t+1}) for REVERSE; unused on the first step
-    for i in range(0, n):
-        if REVERSE:
-            t = start + n - 1 - i
-        else:
-            t = start + i
-        p = (bos + t) * D + o_d
-        b_x = tl.load(x + p, mask=m_d, other=0.0).to(tl.float32)
-        b_e = tl.exp(tl.load(g + p, mask=m_d, other=0.0).to(tl.float32))
-        if REVERSE:
-            b_y = b_a * b_y + b_x
-            b_a = b_e
-        else:
-            b_y = b_e * b_y + b_x
-        tl.store(y + p, b_y.to(y.dtype.element_ty), mask=m_d)
+# first config is the one pinned under FLACTL_AUTOTUNE=0 / the interpreter
+CONFIGS = [
+    triton.Config({"BT": 64, "BD": 32}, num_warps=4),
+    triton.Config({"BT": 64, "BD": 64}, num_warps=4),
+    triton.Config({"BT": 32, "BD": 32}, num_warps=2),
+    triton.Config({"BT": 64, "BD": 16}, num_warps=2),
+    triton.Config({"BT": 128, "BD": 32}, num_warps=8),
+    triton.Config({"BT": 32, "BD": 64}, num_warps=4),
+]
 
 
 @triton.jit
-def chunk_hgrn_carry_kernel(
-    y, g, c0, cn, o, h0, dg, cu_seqlens, T, D,
-    BT: tl.constexpr, BD: tl.constexpr, REVERSE: tl.constexpr, USE_C0: tl.constexpr,
-    STORE_CN: tl.constexpr, USE_H0: tl.constexpr, IS_VARLEN: tl.constexpr,
+def _affine(a1, b1, a2, b2):
+    return a1 * a2, b1 * a2 + b2
+
+
+@autotune(CONFIGS, key=["D", "IS_VARLEN"])
+@triton.jit
+def chunk_hgrn_fwd_kernel(
+    x, g, o, h0, ht, cu_seqlens, T, D,
+    BT: tl.constexpr, BD: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
 ):
-    """Adds the carried state to each chunk's local result (in place in y), chunk after chunk.
-    Forward: the carry starts at c0 = h0 and ends as cn = ht. REVERSE: starts at c0 = dht, ends as
-    cn = dh0, and writes dg from the forward output o (h0 supplies h_{-1} when USE_H0)."""
     i_d, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_n).to(tl.int64)
@@ -81,59 +58,72 @@ def chunk_hgrn_carry_kernel(
         L = T
     o_d = i_d * BD + tl.arange(0, BD)
     m_d = o_d < D
+    r = tl.arange(0, BT)
+    b_h = tl.zeros([BD], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        b_h += tl.load(h0 + i_n * D + o_d, mask=m_d, other=0.0).to(tl.float32)
+    for i_c in range(0, tl.cdiv(L, BT)):
+        o_t = i_c * BT + r
+        m = (o_t < L)[:, None] & m_d[None, :]
+        p = (bos + o_t[:, None]) * D + o_d[None, :]
+        # rows past the end load (a=1, b=0): they carry the last valid h through to row BT-1
+        b_a = tl.exp(tl.load(g + p, mask=m, other=0.0).to(tl.float32))
+        b_b = tl.load(x + p, mask=m, other=0.0).to(tl.float32)
+        b_A, b_B = tl.associative_scan((b_a, b_b), axis=0, combine_fn=_affine)
+        b_o = b_B + b_A * b_h[None, :]
+        tl.store(o + p, b_o.to(o.dtype.element_ty), mask=m)
+        b_h = tl.sum(tl.where((r == BT - 1)[:, None], b_o, 0.0), axis=0)
+    if STORE_FINAL_STATE:
+        tl.store(ht + i_n * D + o_d, b_h, mask=m_d)
+
+
+@autotune(CONFIGS, key=["D", "IS_VARLEN"])
+@triton.jit
+def chunk_hgrn_bwd_kernel(
+    g, o, h0, do, dht, dx, dg, dh0, cu_seqlens, T, D,
+    BT: tl.constexpr, BD: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_d, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        L = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+    else:
+        bos = i_n * T
+        L = T
+    o_d = i_d * BD + tl.arange(0, BD)
+    m_d = o_d < D
+    r = tl.arange(0, BT)
     b_c = tl.zeros([BD], dtype=tl.float32)
-    if USE_C0:
-        b_c += tl.load(c0 + i_n * D + o_d, mask=m_d, other=0.0).to(tl.float32)
+    if USE_FINAL_STATE_GRADIENT:
+        b_c += tl.load(dht + i_n * D + o_d, mask=m_d, other=0.0).to(tl.float32)
     NC = tl.cdiv(L, BT)
     for i in range(0, NC):
-        if REVERSE:
-            i_c = NC - 1 - i
-        else:
-            i_c = i
-        o_t = i_c * BT + tl.arange(0, BT)
+        # row j of the tile is time start + BT - 1 - j: a forward scan over rows runs backwards in time
+        o_t = (NC - 1 - i) * BT + BT - 1 - r
         m_t = o_t < L
         m = m_t[:, None] & m_d[None, :]
         p = (bos + o_t[:, None]) * D + o_d[None, :]
-        b_g = tl.load(g + p, mask=m, other=0.0).to(tl.float32)
-        b_y = tl.load(y + p, mask=m, other=0.0).to(tl.float32)
-        b_G = tl.cumsum(b_g, axis=0)
-        if REVERSE:
-            # factor on the carry: exp(sum_{s=t+1}^{end} g_s)
-            b_y = b_y + tl.exp(tl.sum(b_g, axis=0)[None, :] - b_G) * b_c[None, :]
-            b_e = tl.exp(b_g)
-            # h_{t-1}: the forward output one row up; h0 (or 0) at the sequence start
-            b_hp = tl.load(o + p - D, mask=m & (o_t[:, None] > 0), other=0.0).to(tl.float32)
-            if USE_H0:
-                b_h0 = tl.load(h0 + i_n * D + o_d, mask=m_d, other=0.0).to(tl.float32)
-                b_hp = tl.where((o_t == 0)[:, None], b_h0[None, :], b_hp)
-            tl.store(dg + p, (b_y * b_e * b_hp).to(dg.dtype.element_ty), mask=m)
-            # new carry: exp(g_start) * dh_start (the chunk's first row)
-            b_c = tl.sum(tl.where((o_t == i_c * BT)[:, None], b_y * b_e, 0.0), axis=0)
-        else:
-            b_y = b_y + tl.exp(b_G) * b_c[None, :]
-            b_c = tl.sum(tl.where((o_t == tl.minimum(i_c * BT + BT, L) - 1)[:, None], b_y, 0.0), axis=0)
-        tl.store(y + p, b_y.to(y.dtype.element_ty), mask=m)
-    if STORE_CN:
-        tl.store(cn + i_n * D + o_d, b_c.to(cn.dtype.element_ty), mask=m_d)
+        m_next = (o_t + 1 < L)[:, None] & m_d[None, :]
+        b_a = tl.exp(tl.load(g + p + D, mask=m_next, other=0.0).to(tl.float32))  # exp(g_{t+1}), 1 at the end
+        b_b = tl.load(do + p, mask=m, other=0.0).to(tl.float32)
+        b_A, b_B = tl.associative_scan((b_a, b_b), axis=0, combine_fn=_affine)
+        b_dh = b_B + b_A * b_c[None, :]
+        tl.store(dx + p, b_dh.to(dx.dtype.element_ty), mask=m)
+        b_e = tl.exp(tl.load(g + p, mask=m, other=0.0).to(tl.float32))
+        b_hp = tl.load(o + p - D, mask=m & (o_t[:, None] > 0), other=0.0).to(tl.float32)
+        if USE_INITIAL_STATE:
+            b_h0 = tl.load(h0 + i_n * D + o_d, mask=m_d, other=0.0).to(tl.float32)
+            b_hp = tl.where((o_t == 0)[:, None], b_h0[None, :], b_hp)
+        tl.store(dg + p, (b_dh * b_e * b_hp).to(dg.dtype.element_ty), mask=m)
+        b_c = tl.sum(tl.where((r == BT - 1)[:, None], b_dh, 0.0), axis=0)  # dh at the chunk's first step
+    if USE_INITIAL_STATE:
+        b_g0 = tl.load(g + bos * D + o_d, mask=m_d & ((o_d * 0 + L) > 0), other=0.0).to(tl.float32)
+        tl.store(dh0 + i_n * D + o_d, (b_c * tl.exp(b_g0)).to(dh0.dtype.element_ty), mask=m_d)
 
 
-def _scan(x, g, y, c0, cn, o, h0, dg, reverse, cu_seqlens, BT=64):
-    """Run both kernels: y <- the (reversed) scan of x with carry c0; cn <- the last carry."""
-    B, T, D = x.shape
-    N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    BD = min(triton.next_power_of_2(D), 64)
-    if cu_seqlens is not None:
-        chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
-        grid = (triton.cdiv(D, BD), chunk_indices.shape[0], 1)
-    else:
-        chunk_indices = None
-        grid = (triton.cdiv(D, BD), triton.cdiv(T, BT), B)
-    if grid[1] > 0:
-        chunk_hgrn_local_kernel[grid](x, g, y, cu_seqlens, chunk_indices, T, D, BT=BT, BD=BD, REVERSE=reverse,
-                                      IS_VARLEN=cu_seqlens is not None)
-    chunk_hgrn_carry_kernel[(triton.cdiv(D, BD), N)](
-        y, g, c0, cn, o, h0, dg, cu_seqlens, T, D, BT=BT, BD=BD, REVERSE=reverse, USE_C0=c0 is not None,
-        STORE_CN=cn is not None, USE_H0=h0 is not None, IS_VARLEN=cu_seqlens is not None)
+def _grid(D, N):
+    return lambda meta: (triton.cdiv(D, meta["BD"]), N)
 
 
 class ChunkHGRNFunction(torch.autograd.Function):
@@ -141,26 +131,27 @@ class ChunkHGRNFunction(torch.autograd.Function):
     def forward(ctx, x, g, initial_state, output_final_state, cu_seqlens):
         B, T, D = x.shape
         N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-        # the scan runs in float32 in place; o is cast to x's dtype at the end
-        o = torch.empty(B, T, D, dtype=torch.float32, device=x.device)
+        o = torch.empty_like(x)
         ht = torch.empty(N, D, dtype=torch.float32, device=x.device) if output_final_state else None
-        _scan(x, g, o, initial_state, ht, None, None, None, False, cu_seqlens)
+        chunk_hgrn_fwd_kernel[_grid(D, N)](
+            x, g, o, initial_state, ht, cu_seqlens, T, D, USE_INITIAL_STATE=initial_state is not None,
+            STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None)
         ctx.save_for_backward(g, o, initial_state, cu_seqlens)
-        ctx.x_dtype = x.dtype
-        return o.to(x.dtype), ht
+        return o, ht
 
     @staticmethod
     def backward(ctx, do, dht):
         g, o, initial_state, cu_seqlens = ctx.saved_tensors
         B, T, D = g.shape
         N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-        dx = torch.empty(B, T, D, dtype=torch.float32, device=g.device)
-        dg = torch.empty(B, T, D, dtype=torch.float32, device=g.device)
-        dh0 = torch.empty(N, D, dtype=torch.float32, device=g.device) if initial_state is not None else None
-        _scan(do.contiguous(), g, dx, dht.contiguous() if dht is not None else None, dh0, o, initial_state, dg,
-              True, cu_seqlens)
-        return (dx.to(ctx.x_dtype), dg.to(g.dtype), dh0.to(initial_state.dtype) if dh0 is not None else None,
-                None, None)
+        dx = torch.empty_like(o)
+        dg = torch.empty_like(g)
+        dh0 = torch.empty_like(initial_state) if initial_state is not None else None
+        chunk_hgrn_bwd_kernel[_grid(D, N)](
+            g, o, initial_state, do.contiguous(), dht.contiguous() if dht is not None else None, dx, dg, dh0,
+            cu_seqlens, T, D, USE_INITIAL_STATE=initial_state is not None,
+            USE_FINAL_STATE_GRADIENT=dht is not None, IS_VARLEN=cu_seqlens is not None)
+        return dx, dg, dh0, None, None
 
 
 def chunk_hgrn(
@@ -170,7 +161,7 @@ def chunk_hgrn(
     output_final_state: bool = False,
     cu_seqlens: Optional[torch.LongTensor] = None,
 ):
-    """HGRN recurrence h_t = exp(g_t) * h_{t-1} + x_t, o_t = h_t, parallel over chunks of time.
+    """HGRN recurrence h_t = exp(g_t) * h_{t-1} + x_t, o_t = h_t, scanning [BT, BD] tiles in parallel.
 
     Args:
         x: inputs [B, T, D]; g: log forget gates [B, T, D] (<= 0).

@@ -82,14 +82,19 @@ def fused_recurrent_hgrn_bwd_kernel(
         tl.store(dh0 + i_n * D + o_d, b_dh.to(dh0.dtype.element_ty), mask=m_d)
 
 
-def _bd(D: int) -> int:
-    return min(triton.next_power_of_2(D), 128)
+def _bd(D: int, N: int) -> int:
+    """Channel block: as wide as possible while still giving the GPU >= 512 programs (each program
+    walks the whole sequence, so parallelism comes only from channels x sequences)."""
+    BD = min(triton.next_power_of_2(D), 128)
+    while BD > 16 and N * triton.cdiv(D, BD) < 512:
+        BD //= 2
+    return BD
 
 
 def fused_recurrent_hgrn_fwd(x, g, initial_state=None, output_final_state=False, cu_seqlens=None):
     B, T, D = x.shape
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    BD = _bd(D)
+    BD = _bd(D, N)
     o = torch.empty_like(x)
     ht = torch.empty(N, D, dtype=torch.float32, device=x.device) if output_final_state else None
     fused_recurrent_hgrn_fwd_kernel[(triton.cdiv(D, BD), N)](
@@ -101,7 +106,7 @@ def fused_recurrent_hgrn_fwd(x, g, initial_state=None, output_final_state=False,
 def fused_recurrent_hgrn_bwd(g, o, do, dht, initial_state, cu_seqlens):
     B, T, D = g.shape
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    BD = _bd(D)
+    BD = _bd(D, N)
     dx = torch.empty_like(o, dtype=torch.float32)
     dg = torch.empty_like(g, dtype=torch.float32)
     dh0 = torch.empty_like(initial_state, dtype=torch.float32) if initial_state is not None else None

@@ -1,0 +1,119 @@
+"""Gated DeltaProduct (Siems et al., 2025): n_h delta-rule (Householder) updates per token.
+
+    S_t = exp(g_t) S_{t-1};  for j = 1..n_h:  S_t += beta_tj k_tj (v_tj - S_t^T k_tj)^T;   o_t = S_t^T q_t K^-1/2
+
+This equals the (gated) delta rule run on an interleaved sequence of length T·n_h in which token t
+contributes n_h sub-steps (k_tj, v_tj, beta_tj), the decay sits on the first sub-step and the query
+on the last. The layer builds that sequence and calls the gated delta rule ops (chunk / fused_recurrent),
+so training, prefill, varlen and decoding share the delta-rule kernels. Parameter names follow fla's
+``GatedDeltaProduct`` (k/v/b projections carry n_h blocks).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, delta_op
+from .base import RecurrentMixer
+
+
+class GatedDeltaProduct(RecurrentMixer):
+    """Gated DeltaProduct token mixer.
+
+    Args (fla's names): hidden_size=2048, expand_v=2, head_dim=256, num_heads=6, num_householder=2,
+    use_forget_gate=True, allow_neg_eigval=True, use_output_gate=True, use_short_conv=True, conv_size=4,
+    conv_bias=False, mode='chunk', norm_eps=1e-5, layer_idx=None. Cached ``recurrent_state`` ``[N, H, K, V]``.
+    """
+
+    def __init__(self, hidden_size: int = 2048, expand_v: float = 2, head_dim: int = 256, num_heads: int = 6,
+                 num_householder: int = 2, use_forget_gate: bool = True, allow_neg_eigval: bool = True,
+                 use_output_gate: bool = True, use_short_conv: bool = True, conv_size: int = 4,
+                 conv_bias: bool = False, mode: str = "chunk", norm_eps: float = 1e-5,
+                 layer_idx: Optional[int] = None, **kwargs):
+        super().__init__()
+        self.mode, self.layer_idx = mode, layer_idx
+        self.hidden_size, self.num_heads, self.num_householder = hidden_size, num_heads, num_householder
+        self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
+        self.key_dim, self.value_dim = num_heads * self.head_k_dim, num_heads * self.head_v_dim
+        self.use_forget_gate, self.allow_neg_eigval = use_forget_gate, allow_neg_eigval
+        self.use_output_gate, self.use_short_conv = use_output_gate, use_short_conv
+        n = num_householder
+        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, self.key_dim * n, bias=False)
+        self.v_proj = nn.Linear(hidden_size, self.value_dim * n, bias=False)
+        self.b_proj = nn.Linear(hidden_size, num_heads * n, bias=False)
+        if use_forget_gate:
+            self.a_proj = nn.Linear(hidden_size, num_heads, bias=False)
+            self.A_log = nn.Parameter(torch.empty(num_heads, dtype=torch.float32))
+            self.dt_bias = nn.Parameter(torch.empty(num_heads, dtype=torch.float32))
+            self.A_log._no_weight_decay = True
+            self.dt_bias._no_weight_decay = True
+            self.init_extra_parameters(nn.init)
+        if use_short_conv:
+            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
+            self.k_conv1d = ShortConvolution(self.key_dim * n, conv_size, bias=conv_bias, activation="silu")
+            self.v_conv1d = ShortConvolution(self.value_dim * n, conv_size, bias=conv_bias, activation="silu")
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+            self.o_norm = FusedRMSNormGated(self.head_v_dim, eps=norm_eps)
+        else:
+            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+
+    @torch.no_grad()
+    def init_extra_parameters(self, init):
+        if not self.use_forget_gate:
+            return
+        copy = getattr(init, "copy_", None) or (lambda t, v: t.copy_(v))
+        if not getattr(self.A_log, "_is_hf_initialized", False):
+            copy(self.A_log, torch.empty_like(self.A_log).uniform_(0, 16).clamp_min(1e-4).log())
+        if not getattr(self.dt_bias, "_is_hf_initialized", False):
+            lo, hi = math.log(1e-3), math.log(0.1)
+            dt = torch.exp(torch.rand_like(self.dt_bias) * (hi - lo) + lo).clamp_min(1e-4)
+            copy(self.dt_bias, dt + torch.log(-torch.expm1(-dt)))
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
+                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
+        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
+        cu = ctx.cu_seqlens
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        conv_state = None
+        if self.use_short_conv:
+            (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
+                                                   state, use_cache, cu)
+        else:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        B, T = x.shape[:2]
+        n, H, K, V = self.num_householder, self.num_heads, self.head_k_dim, self.head_v_dim
+        # token t -> sub-steps t*n .. t*n+n-1; the query sits on the last sub-step, the decay on the first.
+        k = k.view(B, T * n, H, K)
+        v = v.view(B, T * n, H, V)
+        beta = self.b_proj(x).float().sigmoid().view(B, T * n, H)
+        if self.allow_neg_eigval:
+            beta = beta * 2.0
+        qi = q.new_zeros(B, T, n, H, K)
+        qi[:, :, -1] = q.view(B, T, H, K)
+        qi = qi.view(B, T * n, H, K)
+        g = None
+        if self.use_forget_gate:
+            gt = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
+            g = gt.new_zeros(B, T, n, H)
+            g[:, :, 0] = gt
+            g = g.view(B, T * n, H)
+        h0 = state.get("recurrent_state") if state is not None else None
+        o, ht = delta_op(mode, qi, k, v, beta.to(k.dtype) if g is None else beta, g=g, gated=g is not None,
+                         initial_state=h0, output_final_state=use_cache,
+                         cu_seqlens=cu * n if cu is not None else None, use_qk_l2norm_in_kernel=True)
+        o = o.view(B, T, n, H, V)[:, :, -1]
+        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
+        if self.use_output_gate:
+            o = self.o_norm(o, self.g_proj(x).view(B, T, H, V))
+        else:
+            o = self.o_norm(o)
+        o = self.o_proj(o.reshape(B, T, self.value_dim))
+        return self.finish(o, ctx, repad), None, past_key_values
