@@ -45,8 +45,16 @@ except Exception as e:  # noqa: BLE001
     HAVE_FLA = False
 
 dev = "cuda"
+T0 = time.time()
+FLA_CHECKS = False
 RESULTS = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
            "checks": [], "bench": [], "decode": {}}
+
+
+def dump():
+    out = os.environ.get("OUT", ".")
+    with open(os.path.join(out, "gpu_delta.json"), "w") as f:
+        json.dump(RESULTS, f, indent=1)
 
 
 def rel(ref, got):
@@ -107,7 +115,8 @@ def check(name, fn, ref_fn, inputs, grad_names, tol_o=8e-3, tol_g=2e-2, fla_fn=N
         row["ok"] = False
         row["error"] = traceback.format_exc()[-1500:]
     RESULTS["checks"].append(row)
-    print(json.dumps(row)[:900], flush=True)
+    dump()
+    print(f"[{time.time() - T0:.0f}s]", json.dumps(row)[:900], flush=True)
 
 
 def naive_ref(q, k, v, beta, g=None, h0=None, cu_seqlens=None, **kw):
@@ -124,7 +133,7 @@ def run_checks(quick):
               lambda q, k, v, beta, h0: chunk_delta_rule(q, k, v, beta, initial_state=h0, output_final_state=True),
               lambda q, k, v, beta, h0: naive_ref(q, k, v, beta, h0=h0), x, ["q", "k", "v", "beta", "h0"],
               fla_fn=(lambda q, k, v, beta, h0: fla_dr.chunk_delta_rule(q, k, v, beta, initial_state=h0,
-                                                                       output_final_state=True)) if HAVE_FLA and K % 16 == 0 else None)
+                                                                       output_final_state=True)) if FLA_CHECKS and K % 16 == 0 else None)
     # gated, GVA, with the fla comparison (fla's gated backward refuses on this GPU/Triton)
     for (B, T, H, HV, K, V) in [(2, 300, 2, 4, 128, 128), (1, 130, 1, 2, 256, 256), (2, 63, 2, 2, 64, 32)]:
         x = make(B, T, H, HV, K, V, glow=-0.3)
@@ -134,7 +143,7 @@ def run_checks(quick):
               lambda q, k, v, beta, g, h0: naive_ref(q, k, v, beta, g=g, h0=h0), x,
               ["q", "k", "v", "beta", "g", "h0"],
               fla_fn=(lambda q, k, v, beta, g, h0: fla_gdr.chunk_gated_delta_rule(
-                  q, k, v, g, beta, initial_state=h0, output_final_state=True)) if HAVE_FLA else None)
+                  q, k, v, g, beta, initial_state=h0, output_final_state=True)) if FLA_CHECKS else None)
     # gate + beta from logits + l2norm in op, varlen with uneven lengths (incl. length 1)
     lens = [1, 63, 65, 130, 200, 7]
     cu = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), device=dev)
@@ -174,7 +183,7 @@ def run_checks(quick):
               lambda q, k, v, beta, g, h0: naive_ref(q, k, v, beta, g=g, h0=h0), x,
               ["q", "k", "v", "beta", "g", "h0"], tol_o=2e-2, tol_g=5e-2,
               fla_fn=(lambda q, k, v, beta, g, h0: fla_gdr.chunk_gated_delta_rule(
-                  q, k, v, g, beta, initial_state=h0, output_final_state=True)) if HAVE_FLA else None)
+                  q, k, v, g, beta, initial_state=h0, output_final_state=True)) if FLA_CHECKS else None)
     for mode in ("chunk", "fused_recurrent"):
         x = make(1, 200, 2, 4, 128, 64, glow=-0.3)
         x["p"] = torch.randn_like(x["k"])
@@ -248,7 +257,8 @@ def bench_shape(B, T, H, D):
         F.scaled_dot_product_attention(qs, ks, vs, is_causal=True).backward(dos)
     row["sdpa_fwdbwd"] = round(bench_ms(sdb, [qs, ks, vs]), 4)
     RESULTS["bench"].append(row)
-    print(json.dumps(row), flush=True)
+    dump()
+    print(f"[{time.time() - T0:.0f}s]", json.dumps(row), flush=True)
 
 
 def bench_decode():
@@ -354,14 +364,42 @@ def profile_pieces(B=4, T=4096, H=16, D=128, gated=True):
     print("profile", "gated" if gated else "delta", json.dumps(r), flush=True)
 
 
+def debug_configs():
+    """Finiteness/accuracy of each forward intermediate over a few small configs (bug hunting)."""
+    from flactl.ops.common.delta_chunk import delta_chunk_fwd
+    for (gated, K, V, T, B, H) in [(1, 64, 32, 63, 2, 2), (0, 64, 32, 63, 2, 2), (1, 64, 64, 63, 2, 2),
+                                   (1, 128, 32, 63, 2, 2), (1, 64, 32, 130, 2, 2), (1, 64, 32, 63, 1, 1),
+                                   (1, 64, 16, 63, 1, 1)]:
+        x = make(B, T, H, H, K, V, glow=-0.3)
+        g = x["g"] if gated else None
+        o, ht, (gc, A, w, h, vn) = delta_chunk_fwd(x["q"], x["k"], x["v"], x["beta"], g, K ** -0.5, x["h0"], True,
+                                                  None)
+        ro, rht = naive_ref(x["q"], x["k"], x["v"], x["beta"], g=g, h0=x["h0"])
+        fin = {n: bool(torch.isfinite(t).all()) for n, t in (("A", A), ("w", w), ("h", h), ("v_new", vn),
+                                                             ("o", o), ("ht", ht))}
+        print("debug", dict(gated=gated, K=K, V=V, T=T, B=B, H=H), fin, "o_err", rel(ro, o), "ht_err", rel(rht, ht),
+              flush=True)
+        RESULTS.setdefault("debug", []).append([gated, K, V, T, B, H, fin, rel(ro, o)])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-bench", action="store_true")
     ap.add_argument("--skip-checks", action="store_true")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-fla", action="store_true", help="skip fla (its autotuning costs minutes per shape)")
+    ap.add_argument("--fla-checks", action="store_true", help="compare fla's errors in the checks too")
+    ap.add_argument("--skip-decode", action="store_true")
+    ap.add_argument("--debug", action="store_true")
     ap.add_argument("--shapes", default="8,2048,16,128;4,4096,16,128;1,16384,16,128;4,4096,32,64")
     args = ap.parse_args()
+    global HAVE_FLA, FLA_CHECKS
+    if args.no_fla:
+        HAVE_FLA = False
+    FLA_CHECKS = args.fla_checks and HAVE_FLA
     t0 = time.time()
+    if args.debug:
+        debug_configs()
     if not args.skip_checks:
         run_checks(args.quick)
     print(f"checks done in {time.time() - t0:.1f}s", flush=True)
@@ -379,7 +417,8 @@ def main():
                 print("bench failed", s, repr(e)[:300], flush=True)
             torch.cuda.empty_cache()
         try:
-            bench_decode()
+            if not args.skip_decode:
+                bench_decode()
         except Exception as e:  # noqa: BLE001
             print("decode bench failed", repr(e)[:300], flush=True)
     out = os.environ.get("OUT", ".")

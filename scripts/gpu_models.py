@@ -155,9 +155,16 @@ def throughput(out_dir, deadline):
     results = {}
     ours = {"gla": (fm.GLAConfig, fm.GLAForCausalLM), "gated_deltanet": (fm.GatedDeltaNetConfig, fm.GatedDeltaNetForCausalLM),
             "transformer": (fm.TransformerConfig, fm.TransformerForCausalLM)}
+    try:
+        import flash_attn  # noqa: F401  (fla's Transformer needs it)
+        fla_tf = True
+    except ImportError:
+        fla_tf = False
     for name, (cls, kw) in M340.items():
         for B, T in ((8, 2048), (2, 8192)):
-            for impl in ("flactl", "fla", "hf-llama-sdpa") if name == "transformer" else ("flactl", "fla"):
+            impls = (("flactl", "fla", "hf-llama-sdpa") if fla_tf else ("flactl", "hf-llama-sdpa")) \
+                if name == "transformer" else ("flactl", "fla")
+            for impl in impls:
                 key = f"{name}/{impl}/{B}x{T}"
                 if time.time() - START > deadline:
                     results[key] = {"skipped": "time budget"}
@@ -185,9 +192,10 @@ def throughput(out_dir, deadline):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=["parity", "throughput"])
+    ap.add_argument("part", choices=["parity", "throughput", "all"])
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--deadline", type=float, default=400.0, help="stop starting new cases after this many s")
+    ap.add_argument("--parity-deadline", type=float, default=200.0, help="with 'all': parity stops here")
     a = ap.parse_args()
     import triton
     env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
@@ -197,13 +205,22 @@ def main():
     except ImportError:
         pass
     log(env)
-    res = parity(a.out, a.deadline) if a.part == "parity" else throughput(a.out, a.deadline)
+    parts = ["parity", "throughput"] if a.part == "all" else [a.part]
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, f"models_{a.part}.json"), "w") as f:
-        json.dump({"env": env, "results": res}, f, indent=1)
-    print("\n==== summary", env)
+    for part in parts:
+        if part == "parity":
+            res = parity(a.out, a.parity_deadline if a.part == "all" else a.deadline)
+        else:
+            res = throughput(a.out, a.deadline)
+        with open(os.path.join(a.out, f"models_{part}.json"), "w") as f:
+            json.dump({"env": env, "results": res}, f, indent=1)
+        summary(part, res, env)
+
+
+def summary(part, res, env):
+    print("\n==== summary", part, env)
     for k, v in res.items():
-        if a.part == "parity":
+        if part == "parity":
             cells = [f"{t}: " + (f"max {v[t]['max_abs']:.2e} rel {v[t]['rel_rms']:.1e}" if "max_abs" in v.get(t, {})
                                  else str(v.get(t, {}).get("error", "-"))[:80]) for t in ("fp32_T64", "bf16_T200")]
             extra = v.get("error") or v.get("skipped") or f"missing={len(v.get('missing', []))} " \

@@ -200,7 +200,9 @@ def format_table(result: dict) -> str:
         ratios = " ".join(
             f"{(format(r['speedup'][p], '.2f') + 'x') if p in r['speedup'] else '':>10}" for p in ratio_cols
         )
-        lines.append(f"{r['T']:>7} {r['provider']:<8} {r['ms']:>10.3f} {r['tflops']:>8.2f} {r['gbps']:>8.1f}  {ratios}")
+        tf = f"{r['tflops']:>8.3g}" if r["tflops"] is not None else f"{'-':>8}"
+        gb = f"{r['gbps']:>8.4g}" if r["gbps"] is not None else f"{'-':>8}"
+        lines.append(f"{r['T']:>7} {r['provider']:<8} {r['ms']:>10.3f} {tf} {gb}  {ratios}" + (f"  {r['note']}" if r["note"] else ""))
     lines.append("(vs X = X's time / this time: > 1 means this provider is faster)")
     for p, c in (result.get("crossover_vs_sdpa") or {}).items():
         lines.append(f"crossover {p} vs sdpa: {c['note']}")

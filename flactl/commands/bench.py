@@ -9,7 +9,7 @@ import typer
 
 
 def bench(
-    target: Annotated[Optional[str], typer.Argument(help="An op (gla, delta_rule, gated_delta_rule, retention, simple_gla, linear_attn), a model directory, or model:FAMILY.")] = None,
+    target: Annotated[Optional[str], typer.Argument(help="An op (gla, delta_rule, gated_delta_rule, retention, simple_gla, linear_attn), layer:NAME (layer:gla, layer:gated_deltanet, ...), a model directory, or model:FAMILY.")] = None,
     mode: Annotated[str, typer.Option(help="Ops: fwd, fwdbwd or decode (one token against a state / a kv cache of length T). Models: train, generate or all.")] = "fwd",
     provider: Annotated[Optional[List[str]], typer.Option("--provider", "-p", help="Providers to run (repeatable): flactl, torch, sdpa, fla. Default: all available.")] = None,
     lengths: Annotated[str, typer.Option("--lengths", "-T", help="Comma-separated sequence lengths to sweep (decode: context lengths).")] = "1024,2048,4096,8192",
@@ -17,6 +17,7 @@ def bench(
     heads: Annotated[int, typer.Option("--heads", "-H", help="Heads (ops).")] = 16,
     head_dim: Annotated[int, typer.Option("--head-dim", "-D", help="Key head dim K (ops).")] = 128,
     value_dim: Annotated[Optional[int], typer.Option(help="Value head dim V (default K).")] = None,
+    hidden_size: Annotated[int, typer.Option(help="Layers: model width of the input [B, T, hidden_size].")] = 1024,
     dtype: Annotated[str, typer.Option(help="auto (bfloat16 on a GPU, float32 on a CPU), bfloat16, float16 or float32.")] = "auto",
     device: Annotated[str, typer.Option(help="auto, cuda, cpu.")] = "auto",
     warmup_ms: Annotated[float, typer.Option(help="do_bench warm-up per point (GPU).")] = 25.0,
@@ -32,10 +33,12 @@ def bench(
 ) -> None:
     """Benchmark an op or a model.
 
-    Ops: sweep sequence lengths for each provider and print ms, TFLOP/s and GB/s (from a stated
-    FLOP/byte model), each provider's speed ratio to the others, and the crossover length from
-    which the linear-attention op beats SDPA. fla is used only if it is importable.
+    Ops: sweep sequence lengths for each provider and print ms, TFLOP/s and GB/s (from a stated FLOP/byte model), each provider's speed ratio to the others, and the crossover length from which the linear-attention op beats SDPA. fla is used only if it is importable.
+
+    Layers (layer:NAME): a whole token-mixing layer, flactl vs fla's same-named layer vs flactl's softmax Attention layer (sdpa), with tokens/s.
+
     Models: training tokens/s (fwd+bwd+AdamW) and generation tokens/s (prefill, decode).
+
     On a CPU everything runs on the torch path (slow, but it runs: that is what CI checks).
 
     Examples:
@@ -45,6 +48,8 @@ def bench(
       flactl bench gla --mode fwdbwd -T 1024,2048,4096,8192 -B 4 -H 16 -D 128 --plot gla.png
 
       flactl bench gated_delta_rule --mode decode -T 2048,8192,32768 --json -o gdn_decode.json
+
+      flactl bench layer:gated_deltanet --mode fwdbwd --hidden-size 1024 -H 4 -T 2048,8192
 
       flactl bench model:gla --preset 340m --mode all -T 2048 -B 8
 
@@ -82,6 +87,15 @@ def bench(
 
     spec = registry.get_op(target)
     is_model = target.startswith("model:") or is_model_dir(target)
+    from flactl.bench.layers import get_layer
+
+    if target.startswith("layer:"):
+        if get_layer(target) is None:
+            from flactl.bench.layers import LAYERS
+
+            raise typer.BadParameter(f"unknown layer {target!r}; layers: {', '.join('layer:' + n for n in LAYERS)}", param_hint="TARGET")
+        _bench_layer(target, mode, provider, lens, batch, heads, hidden_size, dtype, dev, warmup_ms, rep_ms, set_, json_out, output, plot)
+        return
     if spec is None and not is_model:
         known = ", ".join(registry.OPS)
         raise typer.BadParameter(f"unknown op or model {target!r}; ops: {known}; models: a directory or model:FAMILY", param_hint="TARGET")
@@ -142,6 +156,40 @@ def bench(
     _emit(result, format_table(result), json_out, output, plot)
 
 
+def _bench_layer(target, mode, provider, lens, batch, heads, hidden_size, dtype, dev, warmup_ms, rep_ms, set_, json_out, output, plot) -> None:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from flactl.bench.layers import PROVIDERS, run_layer
+    from flactl.bench.runner import BenchConfig, format_table
+    from flactl.convert import build
+
+    if mode not in ("fwd", "fwdbwd"):
+        raise typer.BadParameter(f"layers take fwd or fwdbwd, got {mode!r}", param_hint="--mode")
+    provs = tuple(provider) if provider else PROVIDERS
+    bad = [p for p in provs if p not in PROVIDERS]
+    if bad:
+        raise typer.BadParameter(f"layers take providers {', '.join(PROVIDERS)}, got {bad}", param_hint="--provider")
+    if not dev.startswith("cuda") and not provider:
+        provs = tuple(p for p in provs if p != "fla")
+    try:
+        sets = build.parse_sets(set_ or [])
+    except build.ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--set") from None
+    cfg = BenchConfig(op=target, mode=mode, providers=provs, lengths=lens, batch=batch, heads=heads, head_dim=hidden_size // heads,
+                      dtype=dtype, device=dev, warmup_ms=warmup_ms, rep_ms=rep_ms)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True, disable=json_out) as prog:
+        task = prog.add_task("bench", total=len(lens) * len(provs))
+        try:
+            result = run_layer(target, cfg, hidden_size, sets, progress=lambda d: prog.update(task, description=d, advance=1))
+        except Exception as e:  # noqa: BLE001
+            typer.echo(f"error: layer benchmark failed: {type(e).__name__}: {e}", err=True)
+            raise typer.Exit(1)
+    _emit(result, format_table(result), json_out, output, plot)
+    if all(r["ms"] is None for r in result["rows"]):
+        typer.echo("error: no provider produced a timing", err=True)
+        raise typer.Exit(1)
+
+
 def _emit(result: dict, table: str, json_out: bool, output: Optional[Path], plot: Optional[Path]) -> None:
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +204,7 @@ def _emit(result: dict, table: str, json_out: bool, output: Optional[Path], plot
     env = result["env"]
     typer.echo(f"{env.get('gpu') or env.get('cpu')} | torch {env['torch']} | triton {env['triton']} | "
                f"flactl {env['flactl']} ({env.get('commit')}) | fla {env.get('fla') or '-'}")
-    if result["kind"] == "op":
+    if result["kind"] in ("op", "layer"):
         c = result["config"]
         typer.echo(f"{result['op']} {c['mode']}: B={c['batch']} H={c['heads']} K={c['head_dim']} V={c['value_dim'] or c['head_dim']} {c['dtype']}")
     typer.echo(table)

@@ -30,16 +30,11 @@ def convert(
     force: Annotated[bool, typer.Option("--force", help="Write into a non-empty output directory.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Convert checkpoints. Every conversion prints a report (copied / new / missing /
-    unexpected keys) and, where a source model exists, a logit parity check on a short built-in text.
-    Strict by default: unmapped or missing keys are an error unless --allow-partial.
+    """Convert: HF Llama-style -> flactl, trainer checkpoint -> model dir, safetensors dtype/shards.
 
-    hf-to-flactl initialises a linear-attention model from a Llama/Mistral/Qwen-style model:
-    embeddings, norms, MLP and the q/k/v/o projections whose shapes match are copied; the rest
-    keeps the family's initialisation (listed as "new").
-    checkpoint turns a `flactl train` checkpoint (accelerate state or torch distributed checkpoint
-    shards; all shards are checked first) into a model directory.
-    safetensors rewrites a model directory's weights in another dtype and/or shard size.
+    Every conversion prints a report (copied / new / missing / unexpected keys) and, where a source model exists, a logit parity check on a short built-in text. Strict by default: unmapped or missing keys are an error unless --allow-partial.
+
+    hf-to-flactl initialises a linear-attention model from a Llama/Mistral/Qwen-style model: embeddings, norms, MLP and the q/k/v/o projections whose shapes match are copied; the rest keeps the family's initialisation (listed as "new"). checkpoint turns a `flactl train` checkpoint (accelerate state or torch distributed checkpoint shards; all shards are checked first) into a model directory. safetensors rewrites a model directory's weights in another dtype and/or shard size.
 
     Examples:
 

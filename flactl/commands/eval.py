@@ -40,13 +40,11 @@ def eval_(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the command/settings that would run, then exit.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
 ) -> None:
-    """Evaluate a model with lm-evaluation-harness (flactl models registered, lm-eval's `hf`
-    model), or measure perplexity on a local text file with --ppl.
+    """Evaluate with lm-evaluation-harness, or measure perplexity on a local file (--ppl).
 
-    Results JSON (--output) holds lm-eval's results plus a "flactl" block with flactl, lm-eval,
-    torch, transformers and triton versions, task versions and every setting.
-    Local tasks: put YAMLs (dataset_path: json, dataset_kwargs.data_files relative to the YAML)
-    in a folder and pass --include-path; --offline keeps everything off the network.
+    lm-eval runs with its stock `hf` model after flactl's model types are registered.
+
+    Results JSON (--output) holds lm-eval's results plus a "flactl" block with flactl, lm-eval, torch, transformers and triton versions, task versions and every setting. Local tasks: put YAMLs (dataset_path: json, dataset_kwargs.data_files relative to the YAML) in a folder and pass --include-path; --offline keeps everything off the network.
 
     Examples:
 

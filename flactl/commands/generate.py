@@ -31,8 +31,7 @@ def generate(
 ) -> None:
     """Generate text from a model directory or hub id, with prompt and decode tokens/s.
 
-    Greedy by default; --temperature > 0 samples (with --top-p/--top-k). A single prompt is
-    streamed as it is generated; --prompts FILE runs a left-padded batch.
+    Greedy by default; --temperature > 0 samples (with --top-p/--top-k). A single prompt is streamed as it is generated; --prompts FILE runs a left-padded batch.
 
     Examples:
 

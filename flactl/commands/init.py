@@ -31,13 +31,11 @@ def init(
     list_: Annotated[bool, typer.Option("--list", help="List families and presets with parameter counts, then exit.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Create a new model directory: config.json, safetensors weights from the family's
-    initialisation, generation_config.json and a tokenizer.
+    """Create a new model directory (config, initialised safetensors weights, tokenizer).
 
-    The directory loads with transformers after `import flactl`
-    (AutoModelForCausalLM.from_pretrained(DIR)) and with every flactl command.
-    Bad input (unknown family or field, heads not dividing the width, ...) exits with
-    code 2 and writes nothing.
+    Writes config.json, model.safetensors from the family's initialisation, generation_config.json and a tokenizer (the built-in byte-level one by default).
+
+    The directory loads with transformers after `import flactl` (AutoModelForCausalLM.from_pretrained(DIR)) and with every flactl command. Bad input (unknown family or field, heads not dividing the width, ...) exits with code 2 and writes nothing.
 
     Examples:
 

@@ -66,16 +66,16 @@ def train(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
 
+    if dry_run:
+        _dry_run(r, world=num_gpus if num_gpus > 1 and not _in_distributed_launch() else None)
+        return
+
     if num_gpus > 1 and not _in_distributed_launch():
         import subprocess
 
         cmd = launch_command(recipe, set_, num_gpus)
         typer.echo("[flactl train] launching: " + " ".join(cmd[1:]), err=True)
         raise typer.Exit(subprocess.call(cmd))
-
-    if dry_run:
-        _dry_run(r)
-        return
 
     from flactl.train.loop import StopTraining
     from flactl.train.loop import train as run_training
@@ -95,14 +95,14 @@ def train(
         raise typer.Exit(130)
 
 
-def _dry_run(r) -> None:
+def _dry_run(r, world: Optional[int] = None) -> None:
     import json
 
     from flactl.train.model import build_config
     from flactl.train.recipe import RecipeError, plan_batch
     from flactl.train.tokenizer import load_tokenizer
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world or int(os.environ.get("WORLD_SIZE", "1"))
     try:
         plan = plan_batch(r, world)
         config = build_config(r.model, load_tokenizer(r.tokenizer.path))

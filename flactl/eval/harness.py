@@ -110,7 +110,9 @@ def _absolute(files, base: Path):
 
 
 def model_args(s: EvalSettings) -> str:
-    args = [f"pretrained={s.model}", f"dtype={s.dtype}"]
+    # backend=causal: flactl's model types are registered through AutoModelForCausalLM.register,
+    # which lm-eval's name-based causal/seq2seq detection does not see (it would warn, then guess).
+    args = [f"pretrained={s.model}", f"dtype={s.dtype}", "backend=causal"]
     if s.max_length:
         args.append(f"max_length={s.max_length}")
     if s.model_args:

@@ -202,7 +202,7 @@ def train(recipe: Recipe, stop_after: Optional[int] = None, echo: Callable[[str]
         f"without embeddings); precision {precision}; {'varlen (cu_seqlens)' if varlen else 'packed rows'}; "
         f"{accelerator.num_processes} process(es) on {accelerator.device} ({recipe.train.distributed})")
     flops_tok = train_flops_per_token(model, recipe.data.seq_len)
-    peak = peak_flops(torch.cuda.get_device_name()) if torch.cuda.is_available() else None
+    peak = peak_flops(torch.cuda.get_device_name(accelerator.device)) if accelerator.device.type == "cuda" else None
     if recipe.train.compile:
         blocks = block_list(model)
         if blocks is None:

@@ -75,3 +75,15 @@ def test_bench_list_and_errors():
         r = run_cli("bench", *args)
         assert r.exit_code == 2, (args, r.output)
         assert hint in r.output
+
+
+def test_bench_layer_fwdbwd():
+    r = run_cli("bench", "layer:gla", "--mode", "fwdbwd", "-T", "16,32", "-B", "1", "-H", "2", "--hidden-size", "32",
+                "--rep-ms", "5", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["kind"] == "layer" and res["op"] == "layer:GatedLinearAttention"
+    timed = {(x["T"], x["provider"]) for x in res["rows"] if x["ms"] is not None and x["ms"] > 0}
+    assert timed == {(t, p) for t in (16, 32) for p in ("flactl", "sdpa")}
+    r = run_cli("bench", "layer:nope")
+    assert r.exit_code == 2 and "layer:gla" in r.output

@@ -61,6 +61,8 @@ def test_dry_run_prints_plan_and_config():
     res = _invoke(TINY, "--dry-run")
     assert res.exit_code == 0, res.output
     assert "grad_accum 2" in res.output and '"model_type": "gla"' in res.output
+    res = _invoke(TINY, "--dry-run", "--num-gpus", "2")  # plans for 2 processes, launches nothing
+    assert res.exit_code == 0 and "grad_accum 1 × 2 process(es)" in res.output, res.output
 
 
 def test_num_gpus_launch_line():

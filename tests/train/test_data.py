@@ -151,3 +151,26 @@ def test_loader_with_workers_resumes_exactly(tmp_path):
     c = ResumableLoader(_data(tmp_path, seq_len=16, num_workers=0), TOK, 2, rank=1, world=2, seed=0)
     with pytest.raises(ValueError, match="data.num_workers"):
         c.load_state_dict(state)
+
+
+@pytest.mark.parametrize("kind", ["text", "parquet", "disk", "disk-streaming"])
+def test_local_formats_feed_the_packer(tmp_path, kind):
+    import datasets
+
+    docs = [f"{kind} document {i} with some words" for i in range(9)]
+    if kind == "text":
+        path = tmp_path / "d.txt"
+        path.write_text("\n".join(docs) + "\n")
+        src = {"type": "text", "path": str(path)}
+    elif kind == "parquet":
+        path = tmp_path / "d.parquet"
+        datasets.Dataset.from_dict({"content": docs}).to_parquet(str(path))  # 'content' column is found too
+        src = {"type": "parquet", "path": str(path)}
+    else:
+        datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(tmp_path / "saved"))
+        src = {"type": "hub", "path": str(tmp_path / "saved"), "streaming": kind == "disk-streaming"}
+    cfg = _data(tmp_path, seq_len=64, shuffle=False, tokenize_batch=4, sources=[src])
+    stream = PackedStream(cfg, TOK, 2, 0, 1, seed=0)
+    text = TOK.decode(torch.cat([stream.next_batch()["input_ids"].reshape(-1) for _ in range(3)]).tolist())
+    got = [d.split("</s>")[0] for d in text.split("<s>")[1:]]
+    assert got[:6] == docs[:6]

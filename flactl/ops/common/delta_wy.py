@@ -91,19 +91,38 @@ def _kkt_body(
 
 
 @triton.jit
-def _inv_diag_block(A, o_r, i_hv, HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, r0, Tl, o_t0):
-    """(I + L_dd)^{-1} of the 16x16 diagonal block starting at chunk row r0 (rows re-read from A)."""
+def _diag_row(A, o_r, o_i, i_hv, HV: tl.constexpr, BT: tl.constexpr, r0, i, o_t0, Tl):
+    """-L[r0 + i, r0 : r0 + 16] (zero past the sequence end)."""
+    m_i = (o_i * 0 + o_t0 + r0 + i) < Tl  # vector mask (the interpreter rejects scalar masks)
+    return -tl.load(A + ((o_r + r0 + i) * HV + i_hv) * BT + r0 + o_i, mask=m_i, other=0.0)
+
+
+@triton.jit
+def _inv_diag_blocks(A, o_r, i_hv, HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, Tl, o_t0):
+    """(I + L_dd)^{-1} of the four 16x16 diagonal blocks, by forward substitution row by row:
+    X_i = -L_i - sum_{j<i} L_ij X_j (rows of L re-read from memory, no register shuffles). The four
+    blocks are independent and advance together, so four loads/reductions are in flight per step."""
     o_i = tl.arange(0, BC)
-    rows = o_t0 + r0 + o_i
-    m_r = rows < Tl
-    p_blk = A + ((o_r + r0 + o_i)[:, None] * HV + i_hv) * BT + r0 + o_i[None, :]
-    b_X = -tl.load(p_blk, mask=m_r[:, None], other=0.0)
+    eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
+    X1 = -_load_blk(A, o_r, i_hv, HV, BT, BC, 0, 0, o_t0, Tl)
+    X2 = -_load_blk(A, o_r, i_hv, HV, BT, BC, BC, BC, o_t0, Tl)
+    X3 = -_load_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 2 * BC, o_t0, Tl)
+    X4 = -_load_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 3 * BC, o_t0, Tl)
     for i in range(2, BC):
-        m_i = (o_i * 0 + o_t0 + r0 + i) < Tl  # vector mask (the interpreter rejects scalar masks)
-        b_l = -tl.load(A + ((o_r + r0 + i) * HV + i_hv) * BT + r0 + o_i, mask=m_i, other=0.0)
-        b_l = b_l + tl.sum(b_l[:, None] * b_X, 0)
-        b_X = tl.where(o_i[:, None] == i, b_l[None, :], b_X)
-    return b_X + (o_i[:, None] == o_i[None, :]).to(tl.float32)
+        l1 = _diag_row(A, o_r, o_i, i_hv, HV, BT, 0, i, o_t0, Tl)
+        l2 = _diag_row(A, o_r, o_i, i_hv, HV, BT, BC, i, o_t0, Tl)
+        l3 = _diag_row(A, o_r, o_i, i_hv, HV, BT, 2 * BC, i, o_t0, Tl)
+        l4 = _diag_row(A, o_r, o_i, i_hv, HV, BT, 3 * BC, i, o_t0, Tl)
+        l1 = l1 + tl.sum(l1[:, None] * X1, 0)
+        l2 = l2 + tl.sum(l2[:, None] * X2, 0)
+        l3 = l3 + tl.sum(l3[:, None] * X3, 0)
+        l4 = l4 + tl.sum(l4[:, None] * X4, 0)
+        sel = o_i[:, None] == i
+        X1 = tl.where(sel, l1[None, :], X1)
+        X2 = tl.where(sel, l2[None, :], X2)
+        X3 = tl.where(sel, l3[None, :], X3)
+        X4 = tl.where(sel, l4[None, :], X4)
+    return X1 + eye, X2 + eye, X3 + eye, X4 + eye
 
 
 @triton.jit
@@ -138,10 +157,7 @@ def _solve_body(
     o_t0 = i_c * BT
     o_r = bos + o_t0  # first row of the chunk (int64)
     # all loads happen before any store (the buffer is overwritten in place)
-    X11 = _inv_diag_block(A, o_r, i_hv, HV, BT, BC, 0, Tl, o_t0)
-    X22 = _inv_diag_block(A, o_r, i_hv, HV, BT, BC, BC, Tl, o_t0)
-    X33 = _inv_diag_block(A, o_r, i_hv, HV, BT, BC, 2 * BC, Tl, o_t0)
-    X44 = _inv_diag_block(A, o_r, i_hv, HV, BT, BC, 3 * BC, Tl, o_t0)
+    X11, X22, X33, X44 = _inv_diag_blocks(A, o_r, i_hv, HV, BT, BC, Tl, o_t0)
     L21 = _load_blk(A, o_r, i_hv, HV, BT, BC, BC, 0, o_t0, Tl)
     L31 = _load_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 0, o_t0, Tl)
     L32 = _load_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, BC, o_t0, Tl)
@@ -257,8 +273,7 @@ def delta_wy_bwd_kernel(
     o_r = (bos + o_t).to(tl.int64)
     o_j = tl.arange(0, BT)
     dt = k.dtype.element_ty
-    b_A32 = tl.load(A + (o_r[:, None] * HV + i_hv) * BT + o_j[None, :], mask=m_t[:, None], other=0.0)
-    b_A = b_A32.to(dt)
+    b_A = tl.load(A + (o_r[:, None] * HV + i_hv) * BT + o_j[None, :], mask=m_t[:, None], other=0.0).to(dt)
     b_beta = tl.load(beta + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
     if USE_G:
         b_g = tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
@@ -299,8 +314,9 @@ def delta_wy_bwd_kernel(
         b_db += b_x
         b_dgr += b_x * b_beta
         b_kk += tl.dot(b_e, tl.trans(b_k))
-    # dL = -A^T dA A^T on the strict lower triangle (exact fp32)
-    b_dL = -tl.dot(tl.trans(b_A32), tl.dot(b_dA, tl.trans(b_A32), input_precision="ieee"), input_precision="ieee")
+    # dL = -A^T dA A^T on the strict lower triangle
+    # (bf16 tensor-core products with fp32 accumulation: exact-fp32 64x64 products here cost ~10x)
+    b_dL = -tl.dot(tl.trans(b_A), tl.dot(b_dA.to(dt), tl.trans(b_A)).to(dt))
     m_L = (o_t[:, None] > o_t[None, :]) & m_t[:, None]
     if USE_G:
         b_gam = tl.exp(tl.where(m_L, b_gl[:, None] - b_g[None, :], 0.0))

@@ -93,7 +93,7 @@ def fused_recurrent_fwd_kernel(
 
 @triton.jit
 def fused_recurrent_bwd_kernel(
-    q, k, v, g, g_gamma, gk, gv, h0, do, dht, dq, dk, dv, dh0, cu_seqlens, scale, T, NTOK,
+    q, k, v, g, g_gamma, gk, gv, h0, do, dht, dq, dk, dv, dh0, odo, cu_seqlens, scale, T, NTOK,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, USE_G_GAMMA: tl.constexpr, USE_GK: tl.constexpr, USE_GV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr, REVERSE: tl.constexpr,
@@ -133,6 +133,11 @@ def fused_recurrent_bwd_kernel(
         b_h += b_k[:, None] * b_v[None, :]
         b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale
         tl.store(dq_base + (i_tok * H + i_h) * K + o_k, b_dq, mask=m_k)
+        if USE_GV:
+            # o_t ⊙ do_t with o_t recomputed in float32 (the saved output may be bf16) for dgv
+            b_q = tl.load(q + (i_tok * H + i_h) * K + o_k, mask=m_k, other=0.0).to(tl.float32) * scale
+            b_o = tl.sum(b_h * b_q[:, None], axis=0)
+            tl.store(odo + (i_tok * H + i_h) * V + o_v, b_o * b_do, mask=m_v)
 
     # pass 2 (opposite order): dH_t, dk_t, dv_t, then dH <- D_t ⊙ dH
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
@@ -162,10 +167,11 @@ def fused_recurrent_bwd_kernel(
 def gate_grad_kernel(
     a, da, b, db, c, out, cu_seqlens, T,
     H: tl.constexpr, S: tl.constexpr, BT: tl.constexpr, BS: tl.constexpr,
-    REDUCE: tl.constexpr, HAS_C: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
+    REDUCE: tl.constexpr, HAS_C: tl.constexpr, HAS_DA: tl.constexpr, REVERSE: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     """out_t = sum over later steps s (earlier when REVERSE) of (a ⊙ da - b ⊙ db)_s, plus c on every
-    step (final-state term); REDUCE sums over the S axis first (scalar gate). Inputs [B, T, H, S]."""
+    step (final-state term); REDUCE sums over the S axis first (scalar gate). Inputs [B, T, H, S].
+    Without HAS_DA, ``a`` already holds the product."""
     i_s, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_n, i_h = i_nh // H, i_nh % H
     if IS_VARLEN:
@@ -195,8 +201,10 @@ def gate_grad_kernel(
         m_t = o_t < L
         p = ((bos + o_t[:, None]) * H + i_h) * S + o_s[None, :]
         m = m_t[:, None] & m_s[None, :]
-        b_x = (tl.load(a + p, mask=m, other=0.0).to(tl.float32) * tl.load(da + p, mask=m, other=0.0).to(tl.float32)
-               - tl.load(b + p, mask=m, other=0.0).to(tl.float32) * tl.load(db + p, mask=m, other=0.0).to(tl.float32))
+        b_x = tl.load(a + p, mask=m, other=0.0).to(tl.float32)
+        if HAS_DA:
+            b_x = b_x * tl.load(da + p, mask=m, other=0.0).to(tl.float32)
+        b_x -= tl.load(b + p, mask=m, other=0.0).to(tl.float32) * tl.load(db + p, mask=m, other=0.0).to(tl.float32)
         if REDUCE:
             b_r = tl.sum(b_x, axis=1)
             if REVERSE:
@@ -256,12 +264,12 @@ def _gate_grad(a, da, b, db, c, reduce, reverse, cu_seqlens, out_dtype):
     out = torch.empty((B, T, H) if reduce else (B, T, H, S), dtype=out_dtype, device=a.device)
     grid = (1 if reduce else triton.cdiv(S, BS), N * H)
     gate_grad_kernel[grid](a, da, b, db, c, out, cu_seqlens, T, H=H, S=S, BT=32, BS=BS, REDUCE=reduce,
-                           HAS_C=c is not None, REVERSE=reverse, IS_VARLEN=cu_seqlens is not None)
+                           HAS_C=c is not None, HAS_DA=da is not None, REVERSE=reverse,
+                           IS_VARLEN=cu_seqlens is not None)
     return out
 
 
-def fused_recurrent_bwd(q, k, v, g, g_gamma, gk, gv, o, ht, do, dht, scale, initial_state, reverse,
-                        cu_seqlens):
+def fused_recurrent_bwd(q, k, v, g, g_gamma, gk, gv, ht, do, dht, scale, initial_state, reverse, cu_seqlens):
     """Gradients (dq, dk, dv, dg, dg_gamma, dgk, dgv, dh0); None where the input was not given."""
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -273,8 +281,9 @@ def fused_recurrent_bwd(q, k, v, g, g_gamma, gk, gv, o, ht, do, dht, scale, init
     dk = torch.empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
     dv = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
     dh0 = torch.empty_like(initial_state, dtype=torch.float32) if initial_state is not None else None
+    odo = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device) if gv is not None else None
     fused_recurrent_bwd_kernel[(NV, N * H)](
-        q, k, v, g, g_gamma, gk, gv, initial_state, do, dht, dq, dk, dv, dh0, cu_seqlens, scale, T, B * T,
+        q, k, v, g, g_gamma, gk, gv, initial_state, do, dht, dq, dk, dv, dh0, odo, cu_seqlens, scale, T, B * T,
         H=H, K=K, V=V, BK=BK, BV=BV, USE_G=g is not None, USE_G_GAMMA=g_gamma is not None,
         USE_GK=gk is not None, USE_GV=gv is not None, USE_INITIAL_STATE=initial_state is not None,
         USE_FINAL_STATE_GRADIENT=dht is not None, REVERSE=reverse, IS_VARLEN=cu_seqlens is not None,
@@ -293,7 +302,7 @@ def fused_recurrent_bwd(q, k, v, g, g_gamma, gk, gv, o, ht, do, dht, scale, init
             dg_gamma = dg32.sum((0, 1)).to(g_gamma.dtype) if g_gamma is not None else None
     if gv is not None:
         c = (dht * ht).sum(-2).view(N * H, V) if use_dht else None
-        dgv = _gate_grad(o, do, v, dv, c, False, reverse, cu_seqlens, gv.dtype)
+        dgv = _gate_grad(odo, None, v, dv, c, False, reverse, cu_seqlens, gv.dtype)
     dh0 = dh0.to(initial_state.dtype) if dh0 is not None else None
     return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dg, dg_gamma, dgk, dgv, dh0
 
@@ -303,16 +312,15 @@ class FusedRecurrentFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state, reverse, cu_seqlens):
         o, ht = fused_recurrent_fwd(q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state,
                                     reverse, cu_seqlens)
-        ctx.save_for_backward(q, k, v, g, g_gamma, gk, gv, o if gv is not None else None, ht,
-                              initial_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, g, g_gamma, gk, gv, ht, initial_state, cu_seqlens)
         ctx.scale, ctx.reverse = scale, reverse
         return o, ht
 
     @staticmethod
     def backward(ctx, do, dht):
-        q, k, v, g, g_gamma, gk, gv, o, ht, initial_state, cu_seqlens = ctx.saved_tensors
+        q, k, v, g, g_gamma, gk, gv, ht, initial_state, cu_seqlens = ctx.saved_tensors
         dq, dk, dv, dg, dg_gamma, dgk, dgv, dh0 = fused_recurrent_bwd(
-            q, k, v, g, g_gamma, gk, gv, o, ht, do.contiguous(),
+            q, k, v, g, g_gamma, gk, gv, ht, do.contiguous(),
             dht.contiguous() if dht is not None else None, ctx.scale, initial_state, ctx.reverse, cu_seqlens)
         return dq, dk, dv, dg, dg_gamma, dgk, dgv, None, dh0, None, None, None
 

@@ -151,6 +151,11 @@ def check_hgrn_inputs(x, g, initial_state, cu_seqlens) -> int:
     return N
 
 
+# Longer inputs go to the tile-scan kernels of chunk.py: same math, parallel over time inside each
+# tile (2-3x faster than walking tokens one by one at training lengths on an H100). Tests lower it.
+TOKEN_KERNEL_MAX_T = 64
+
+
 def fused_recurrent_hgrn(
     x: torch.Tensor,
     g: torch.Tensor,
@@ -159,6 +164,9 @@ def fused_recurrent_hgrn(
     cu_seqlens: Optional[torch.LongTensor] = None,
 ):
     """HGRN recurrence h_t = exp(g_t) * h_{t-1} + x_t, o_t = h_t (elementwise, token by token).
+
+    Inputs longer than ``TOKEN_KERNEL_MAX_T`` tokens run the tile-scan kernels of ``chunk_hgrn``
+    (identical results up to float32 rounding, much faster for training).
 
     Args:
         x: inputs [B, T, D]; g: log forget gates [B, T, D] (<= 0).
@@ -179,4 +187,7 @@ def fused_recurrent_hgrn(
         return torch_chunk_hgrn(x, g, initial_state, output_final_state, cu_seqlens)
     x, g = x.contiguous(), g.contiguous()
     initial_state = initial_state.contiguous() if initial_state is not None else None
+    if x.shape[1] > TOKEN_KERNEL_MAX_T:
+        from .chunk import ChunkHGRNFunction
+        return ChunkHGRNFunction.apply(x, g, initial_state, output_final_state, cu_seqlens)
     return FusedRecurrentHGRNFunction.apply(x, g, initial_state, output_final_state, cu_seqlens)

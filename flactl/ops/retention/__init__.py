@@ -5,9 +5,10 @@ import torch
 
 from ..probes import register_probe
 from .chunk import chunk_retention, retention_log_decay
+from .parallel import parallel_retention
 from .naive import naive_recurrent_retention
 
-__all__ = ["chunk_retention", "naive_recurrent_retention", "retention_log_decay"]
+__all__ = ["parallel_retention", "chunk_retention", "naive_recurrent_retention", "retention_log_decay"]
 
 if (Path(__file__).parent / "fused_recurrent.py").exists():  # owned by the recurrent-kernel engineer
     from .fused_recurrent import fused_recurrent_retention  # noqa: F401

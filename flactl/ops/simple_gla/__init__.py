@@ -5,9 +5,10 @@ import torch
 
 from ..probes import register_probe
 from .chunk import chunk_simple_gla
+from .parallel import parallel_simple_gla
 from .naive import naive_recurrent_simple_gla
 
-__all__ = ["chunk_simple_gla", "naive_recurrent_simple_gla"]
+__all__ = ["parallel_simple_gla", "chunk_simple_gla", "naive_recurrent_simple_gla"]
 
 if (Path(__file__).parent / "fused_recurrent.py").exists():  # owned by the recurrent-kernel engineer
     from .fused_recurrent import fused_recurrent_simple_gla  # noqa: F401
