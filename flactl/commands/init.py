@@ -111,6 +111,15 @@ def init(
 
     try:
         model = build.build_model(config, dtype=torch_dtype, seed=seed)
+    except Exception as e:  # noqa: BLE001
+        typer.echo(f"error: building the model failed: {e}", err=True)
+        raise typer.Exit(1)
+    # A 4-token forward on the CPU torch path catches configs that construct but cannot run
+    # (e.g. inconsistent head/expand fields) before anything is written.
+    err = _smoke_forward(model, min(len(tok), config.vocab_size))
+    if err:
+        raise typer.BadParameter(f"the {fam} model built from these options fails a forward pass: {err}", param_hint="--set")
+    try:
         files = save_model_dir(model, out, tok)
     except Exception as e:  # noqa: BLE001
         typer.echo(f"error: writing {out} failed: {e}", err=True)
@@ -127,6 +136,22 @@ def init(
         typer.echo(f"{fam}: {human(n_params)} parameters ({n_params:,}) written to {out}/")
         typer.echo("  " + ", ".join(f"{k}={v}" for k, v in summary["config"].items()))
         typer.echo(f"  files: {', '.join(files)}")
+
+
+def _smoke_forward(model, vocab: int) -> str:
+    import torch
+
+    from flactl.ops.utils import force_backend
+
+    ids = torch.arange(4).remainder(max(vocab, 1))[None] + 3 if vocab > 7 else torch.zeros(1, 4, dtype=torch.long)
+    try:
+        with torch.no_grad(), force_backend("torch"):
+            logits = model(input_ids=ids.clamp_max(vocab - 1)).logits
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if not torch.isfinite(logits.float()).all():
+        return "non-finite logits at initialisation"
+    return ""
 
 
 _SUMMARY_FIELDS = (

@@ -288,8 +288,11 @@ def train(recipe: Recipe, stop_after: Optional[int] = None, echo: Callable[[str]
                              "tokens": state["tokens"], "skipped": state["skipped"],
                              "elapsed_s": round(time.perf_counter() - t_start, 3)})
             if step % recipe.checkpoint.every == 0 or step == plan.steps:
+                t_save = time.perf_counter()
                 ckpt.save_checkpoint(accelerator, run_dir, step, dict(state), scheduler, loader,
                                      recipe.checkpoint.keep_last)
+                metrics.exclude(time.perf_counter() - t_save)  # tokens/s measures training, not saving
+                watchdog.beat()
             if stop_after is not None and step >= stop_after:
                 raise StopTraining(step)
         if recipe.checkpoint.export:

@@ -55,6 +55,10 @@ class Metrics:
         elif self.bar is not None:
             self.bar.update(1)
 
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` (a checkpoint save) out of the next tokens/s figure."""
+        self.last_t += seconds
+
     def log(self, rec: Dict[str, Any]) -> None:
         """``rec`` has step, loss, lr, grad_norm, tokens, skipped; rates and memory are added here."""
         import torch

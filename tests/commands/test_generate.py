@@ -70,3 +70,17 @@ def test_generate_bad_usage_exits_2(tiny, args, hint):
 def test_generate_not_a_model_dir(tmp_path):
     r = run_cli("generate", tmp_path, "-p", "x")
     assert r.exit_code == 2 and "config.json" in r.output
+
+
+@pytest.mark.parametrize("family", [
+    "transformer", "retnet", "delta_net", "gated_deltanet", "linear_attn", "hgrn2"])
+def test_generate_check_every_family(family, tmp_path):
+    """Cached step-by-step decoding equals a full forward for each family (batch of 2, left-padded)."""
+    # gated_deltanet's default head_dim is 256; hgrn2 needs num_heads * expand_ratio == hidden_size
+    extra = {"gated_deltanet": ["--set", "head_dim=16"], "hgrn2": ["--set", "expand_ratio=16"]}.get(family, [])
+    model = make_tiny(tmp_path, family, *extra)
+    f = tmp_path / "p.txt"
+    f.write_text("hi\na longer prompt\n")
+    r = run_cli("generate", model, "--prompts", f, "--max-new-tokens", "5", "--check", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["check"]["ok"]
