@@ -47,6 +47,7 @@ except Exception as e:  # noqa: BLE001
 dev = "cuda"
 T0 = time.time()
 FLA_CHECKS = False
+FLA_CHUNK = False
 RESULTS = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
            "checks": [], "bench": [], "decode": {}}
 
@@ -237,7 +238,7 @@ def bench_shape(B, T, H, D):
         "delta": lambda: chunk_delta_rule(q, k, v, beta),
         "gdn": lambda: chunk_gated_delta_rule(q, k, v, g, beta),
     }
-    if HAVE_FLA:
+    if FLA_CHUNK:
         impls["fla_delta"] = lambda: fla_dr.chunk_delta_rule(q, k, v, beta)
         impls["fla_gdn"] = lambda: fla_gdr.chunk_gated_delta_rule(q, k, v, g, beta)
     for name, f in impls.items():
@@ -388,6 +389,7 @@ def main():
     ap.add_argument("--skip-checks", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-fla", action="store_true", help="skip fla (its autotuning costs minutes per shape)")
+    ap.add_argument("--no-fla-chunk", action="store_true", help="fla only in the decode benchmark")
     ap.add_argument("--fla-checks", action="store_true", help="compare fla's errors in the checks too")
     ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--debug", action="store_true")
@@ -397,6 +399,8 @@ def main():
     if args.no_fla:
         HAVE_FLA = False
     FLA_CHECKS = args.fla_checks and HAVE_FLA
+    global FLA_CHUNK
+    FLA_CHUNK = HAVE_FLA and not args.no_fla_chunk
     t0 = time.time()
     if args.debug:
         debug_configs()

@@ -23,6 +23,7 @@ T_TOK = 16384
 RESULTS = []
 OUT = None
 COMPILE_ONLY = False
+GRAPH = False   # time inside a CUDA graph (GPU time without Python/launch overhead)
 
 
 def emit(**rec):
@@ -34,7 +35,14 @@ def emit(**rec):
 
 
 def bench(fn, grad_to_none=None):
-    return triton.testing.do_bench(fn, warmup=10, rep=50, grad_to_none=grad_to_none, return_mode="median")
+    """Median ms. With GRAPH, replay inside a CUDA graph (falls back to eager if capture fails)."""
+    if GRAPH:
+        try:
+            return triton.testing.do_bench_cudagraph(fn, rep=20, return_mode="median"), "graph"
+        except Exception as e:
+            print("graph capture failed, eager timing:", type(e).__name__, str(e)[:120])
+            torch.cuda.synchronize()
+    return triton.testing.do_bench(fn, warmup=10, rep=50, grad_to_none=grad_to_none, return_mode="median"), "eager"
 
 
 def run_case(op, shape, provider, fwd, inputs, bytes_fwd, bytes_bwd, backward=True):
@@ -42,8 +50,9 @@ def run_case(op, shape, provider, fwd, inputs, bytes_fwd, bytes_bwd, backward=Tr
     if COMPILE_ONLY and provider != "torch.compile":
         return
     try:
-        ms = bench(fwd)
-        emit(op=op, shape=shape, provider=provider, mode="fwd", ms=round(ms, 4), gbps=round(bytes_fwd / ms / 1e6, 1))
+        ms, how = bench(fwd)
+        emit(op=op, shape=shape, provider=provider, mode="fwd", ms=round(ms, 4), gbps=round(bytes_fwd / ms / 1e6, 1),
+             timing=how)
         if backward:
             out = fwd()
             outs = out if isinstance(out, tuple) else (out,)
@@ -54,10 +63,10 @@ def run_case(op, shape, provider, fwd, inputs, bytes_fwd, bytes_bwd, backward=Tr
                 o = fwd()
                 o = o if isinstance(o, tuple) else (o,)
                 o = [t for t in o if isinstance(t, torch.Tensor) and t.requires_grad]
-                torch.autograd.backward(o, dys)
-            ms2 = bench(fb, grad_to_none=inputs)
+                torch.autograd.grad(o, inputs, dys)
+            ms2, how = bench(fb)
             emit(op=op, shape=shape, provider=provider, mode="fwd+bwd", ms=round(ms2, 4),
-                 gbps=round((bytes_fwd + bytes_bwd) / ms2 / 1e6, 1))
+                 gbps=round((bytes_fwd + bytes_bwd) / ms2 / 1e6, 1), timing=how)
     except Exception as e:  # a peer failing must not stop the run
         emit(op=op, shape=shape, provider=provider, mode="error", error=f"{type(e).__name__}: {e}"[:300])
         traceback.print_exc()
@@ -66,7 +75,7 @@ def run_case(op, shape, provider, fwd, inputs, bytes_fwd, bytes_bwd, backward=Tr
 def copy_bw():
     x = torch.randn(T_TOK, 4096, device=DEV, dtype=DT)
     y = torch.empty_like(x)
-    ms = bench(lambda: y.copy_(x))
+    ms, _ = bench(lambda: y.copy_(x))
     emit(op="copy", shape=[T_TOK, 4096], provider="torch", mode="fwd", ms=round(ms, 4),
          gbps=round(2 * x.numel() * 2 / ms / 1e6, 1))
 
@@ -81,15 +90,18 @@ def providers(fla_fn, ours_fn, ref_fn, compile_ref):
 
 
 def main():
-    global OUT, COMPILE_ONLY
+    global OUT, COMPILE_ONLY, GRAPH
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--compile-only", action="store_true")
+    ap.add_argument("--graph", action="store_true")
+    ap.add_argument("--hidden", default="2048,4096")
     ap.add_argument("--only", default="")
     args = ap.parse_args()
     OUT = args.out
     COMPILE_ONLY = args.compile_only
+    GRAPH = args.graph
     comp = not args.no_compile
     only = set(args.only.split(",")) if args.only else None
     import flactl.modules as M
@@ -106,7 +118,12 @@ def main():
     if not COMPILE_ONLY:
         copy_bw()
     b2 = 2  # bytes per bf16 element
-    for hidden in (2048, 4096):
+    if (only is not None and "flce" in only) and not COMPILE_ONLY:
+        flce_bench(M, FM if have_fla else None)
+        only.discard("flce")
+        if not only:
+            return
+    for hidden in [int(h) for h in args.hidden.split(",")]:
         x = torch.randn(T_TOK, hidden, device=DEV, dtype=DT, requires_grad=True)
         n = x.numel()
         if only is None or "rmsnorm" in only:
@@ -261,7 +278,7 @@ def flce_bench(M, FM):
                            ((x.grad.float() - ref_loss[1]).norm() / ref_loss[1].norm()).item(),
                            ((W.grad.float() - ref_loss[2]).norm() / ref_loss[2].norm()).item()]
                 x.grad = W.grad = None
-                ms = bench(fb, grad_to_none=[x, W])
+                ms = triton.testing.do_bench(fb, warmup=10, rep=50, grad_to_none=[x, W], return_mode="median")
                 emit(op="fused_linear_ce", shape=[T_TOK, H, V], provider=name, mode="fwd+bwd", ms=round(ms, 3),
                      peak_extra_gib=round(peak / 2**30, 3), inputs_gib=round(base / 2**30, 3),
                      loss=round(loss.item(), 5), diff_vs_flactl=err)

@@ -171,9 +171,10 @@ def conv_step_kernel(X, W, BIAS, CACHE, Y, D, KW: tl.constexpr, BLOCK_D: tl.cons
     tl.store(Y + i_n * D + o_d, b_y.to(Y.dtype.element_ty), mask=m_d)
 
 
-def _conv_tiles(D: int):
-    BLOCK_D = min(next_pow2(D), 128)
-    BLOCK_T = 64
+def _conv_tiles(D: int, backward: bool = False):
+    # small tiles: the backward keeps ~W+2 fp32 tiles live; [32, 64] over 128 threads stays in registers
+    BLOCK_D = min(next_pow2(D), 64 if backward else 128)
+    BLOCK_T = 32
     return BLOCK_T, BLOCK_D
 
 
@@ -201,7 +202,7 @@ class _ConvFn(torch.autograd.Function):
         TT, D = x2.shape
         KW = w2.shape[1]
         dy = dy.contiguous()
-        BLOCK_T, BLOCK_D = _conv_tiles(D)
+        BLOCK_T, BLOCK_D = _conv_tiles(D, backward=True)
         nblocks = max(1, triton.cdiv(TT, BLOCK_T))
         nd = triton.cdiv(D, BLOCK_D)
         P = max(1, min(nblocks, num_programs_cap(x2.device) // nd if num_programs_cap(x2.device) > nd else 1))

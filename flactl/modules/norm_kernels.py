@@ -168,7 +168,7 @@ def _tiles(N: int):
         raise ValueError(f"normalised dimension {N} exceeds the supported maximum {MAX_FEATURES}")
     BLOCK_M = max(1, min(64, 4096 // BLOCK_N))
     tile = BLOCK_M * BLOCK_N
-    num_warps = 1 if tile <= 512 else 2 if tile <= 1024 else 4 if tile <= 4096 else 8 if tile <= 16384 else 16
+    num_warps = 1 if tile <= 512 else 2 if tile <= 1024 else 4 if tile < 4096 else 8 if tile <= 16384 else 16
     return BLOCK_M, BLOCK_N, num_warps
 
 
