@@ -12,6 +12,7 @@ recipe's).
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ TASKS = Path(__file__).resolve().parent / "eval" / "tasks"
 
 def _flactl(*args: str, stdout=None) -> int:
     cmd = [sys.executable, "-m", "flactl", *map(str, args)]
-    print(f"\n$ flactl {' '.join(map(str, args))}", flush=True)
+    print(f"\n$ flactl {shlex.join(map(str, args))}", flush=True)
     return subprocess.call(cmd, stdout=stdout)
 
 

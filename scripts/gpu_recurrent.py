@@ -173,6 +173,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="gpu_recurrent.json")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--parts", default="decode,train_shape,hgrn", help="comma-separated subset to run")
     args = ap.parse_args()
     res = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
            "decode": [], "fused_recurrent_train": [], "hgrn": []}
@@ -182,6 +183,8 @@ def main():
     print(json.dumps({k: res[k] for k in ("gpu", "torch", "triton", "copy_GBps", "fla")}))
     launch_floor(res)
     for part in (decode, train_shape, hgrn):
+        if part.__name__ not in args.parts.split(","):
+            continue
         try:
             part(res, fla, bw, args.sweep) if part is decode else part(res, fla)
         except Exception as e:

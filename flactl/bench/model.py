@@ -36,8 +36,6 @@ def load_config(target: str, sets: dict, preset: Optional[str]):
 def run_model(target: str, config, *, mode: str, lengths, batch: int, dtype: str, device: str,
               steps: int = 5, warmup: int = 2, gen_tokens: int = 32,
               progress: Optional[Callable[[str], None]] = None) -> dict:
-    import torch
-
     from flactl.convert.build import build_model
     from flactl.convert.modeldir import count_params, parse_dtype
 

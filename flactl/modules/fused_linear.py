@@ -37,6 +37,18 @@ def _chunk_size(N: int, V: int, num_chunks: int) -> int:
     return max(1, min(c, (1 << 28) // max(V, 1)))
 
 
+# dW += dlogits^T x is done in slices of vocab rows so the bf16 product temp stays ~64 MiB
+DW_SLICE_ELEMS = 1 << 25
+
+
+def _accumulate_dw(dw, g, xc):
+    """dw [V, H] (float32) += g[n, V]^T @ xc[n, H], sliced over V (no [V, H] bf16 temp)."""
+    V, H = dw.shape
+    step = max(1, DW_SLICE_ELEMS // max(H, 1))
+    for v0 in range(0, V, step):
+        dw[v0:v0 + step].add_(g[:, v0:v0 + step].t().mm(xc))
+
+
 def _logits(xc, weight, bias):
     return F.linear(xc, weight.to(xc.dtype), bias.to(xc.dtype) if bias is not None else None)
 
@@ -98,7 +110,7 @@ class _FLCEFn(torch.autograd.Function):
             total += ce_with_grad(lg, target[s:s + C], ignore_index, eps, scale, lse_sq, 1.0).sum()
             torch.mm(lg, w, out=dx[s:s + C])
             if need_w:
-                dw.add_(lg.t().mm(xc))
+                _accumulate_dw(dw, lg, xc)
             if need_b:
                 db.add_(lg.sum(0, dtype=torch.float32))
         n_valid = (target != ignore_index).sum().clamp(min=1).float() if reduction == "mean" else None
@@ -124,7 +136,7 @@ class _FLCEFn(torch.autograd.Function):
                 _ce_grad_rows(lg, target[s:s + C], lse[s:s + C], dloss[s:s + C], ignore_index, eps, scale, lse_sq)
                 torch.mm(lg, w, out=dx[s:s + C])
                 if dw is not None:
-                    dw.add_(lg.t().mm(xc))
+                    _accumulate_dw(dw, lg, xc)
                 if db is not None:
                     db.add_(lg.sum(0, dtype=torch.float32))
             return (dx, None, dw.to(weight.dtype) if dw is not None else None,
@@ -203,7 +215,7 @@ class _FLKLFn(torch.autograd.Function):
             g = ((ls.exp() - pt) / temperature).to(x2.dtype)      # d KL / d student logits
             torch.mm(g, w, out=dx[s:s + C])
             if dw is not None:
-                dw.add_(g.t().mm(xc))
+                _accumulate_dw(dw, g, xc)
         scale = 1.0 / N if reduction == "batchmean" else 1.0
         ctx.save_for_backward(dx, dw)
         ctx.cfg = (scale, weight.dtype)

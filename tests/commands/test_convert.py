@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from _cli import TINY, make_tiny, run_cli
+from _cli import make_tiny, run_cli
 
 LLAMA = ["--hidden-size", "32", "--num-hidden-layers", "2", "--num-heads", "4", "--set", "num_key_value_heads=2",
          "--vocab-size", "260", "--intermediate-size", "64"]

@@ -96,6 +96,20 @@ def test_cached_decoding_matches_full(family, hybrid):
     assert torch.equal(g1, g2)
 
 
+@pytest.mark.parametrize("family", FAMS)
+def test_long_prefill_then_decode(family):
+    """A prefill longer than 64 tokens runs the chunk kernels, the steps after it fused_recurrent."""
+    m = make(family, **HYBRID)
+    x = ids(1, 72)
+    with torch.no_grad():
+        full = m(x, use_cache=False).logits
+        out = m(x[:, :70], use_cache=True)
+        assert_close("prefill", full[:, :70], out.logits, 1e-4)
+        for t in (70, 71):
+            out = m(x[:, t:t + 1], past_key_values=out.past_key_values, use_cache=True)
+            assert_close(f"step {t}", full[:, t:t + 1], out.logits, 1e-4)
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 @pytest.mark.parametrize("family", FAMS)
 def test_padded_batch_matches_single(family, side):

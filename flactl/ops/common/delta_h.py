@@ -233,8 +233,8 @@ def delta_bwd_dh_kernel(
 def _state_blocks(K: int, V: int):
     BK = _bk(K)
     NKT = triton.cdiv(K, BK)
+    # [K, BV] fp32 state slab in registers: 64x64 for K <= 64, 4 tiles of 64x32 at K = 256
     BV = 64 if NKT == 1 else 32
-    BV = min(BV, max(16, triton.next_power_of_2(V)))
     return BK, NKT, BV
 
 

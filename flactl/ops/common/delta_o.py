@@ -178,12 +178,11 @@ def fwd_o(q, k, v_new, h, gc, scale, cu_seqlens, chunk_indices, NT):
     B, T, H, K = q.shape
     HV, V = v_new.shape[2], v_new.shape[3]
     o = torch.empty_like(v_new)
-    # one V block up to 128 (QK^T is then computed once per chunk); 64 beyond that
-    BV = min(128, max(16, triton.next_power_of_2(V))) if V <= 128 else 64
+    BV = _bk(V)
     grid = (triton.cdiv(V, BV), NT, B * HV)
     delta_fwd_o_kernel[grid](q, k, v_new, h, gc, o, cu_seqlens, chunk_indices, scale, T, H=H, HV=HV, K=K, V=V,
                              BT=BT, BK=_bk(K), BV=BV, USE_G=gc is not None, IS_VARLEN=cu_seqlens is not None,
-                             num_warps=8 if BV == 128 else 4, num_stages=2)
+                             num_warps=4, num_stages=2)
     return o
 
 
