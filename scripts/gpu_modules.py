@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import traceback
 
@@ -127,7 +126,6 @@ def main():
         x = torch.randn(T_TOK, hidden, device=DEV, dtype=DT, requires_grad=True)
         n = x.numel()
         if only is None or "rmsnorm" in only:
-            w = torch.ones(hidden, device=DEV, dtype=DT, requires_grad=True)
             ours = M.RMSNorm(hidden, eps=1e-6).to(DEV, DT)
             fl = FM.RMSNorm(hidden, eps=1e-6).to(DEV, DT) if have_fla else None
 
@@ -236,7 +234,6 @@ def main():
                 return (F.silu(g.float()) * u.float()).to(g.dtype)
             for name, f in providers(fl, M.swiglu, sref, comp):
                 run_case("swiglu", [T_TOK, inter], name, lambda f=f: f(g, u), [g, u], 3 * ni * b2, 5 * ni * b2)
-        del x
         torch.cuda.empty_cache()
     if (only is None or "flce" in only) and not COMPILE_ONLY:
         flce_bench(M, FM if have_fla else None)

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import DEVICE, DTYPE, assert_close, grads, randn, tol
+from helpers import DEVICE, assert_close, grads, randn, tol
 
 from flactl.modules import (FusedLayerNormGated, FusedRMSNormGated, FusedRMSNormGatedLinear, GroupNorm, LayerNorm,
                             LayerNormLinear, RMSNorm, RMSNormLinear, l2_norm)
