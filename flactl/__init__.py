@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 def _launched_as_cli() -> bool:
     argv0 = _sys.argv[0] if _sys.argv else ""
     base = _os.path.basename(argv0)
-    return base in ("flactl", "flactl.exe") or argv0.endswith(_os.path.join("flactl", "__main__.py"))
+    # `python -m flactl`: while runpy imports the package, argv[0] is still the literal "-m".
+    return base in ("flactl", "flactl.exe") or argv0 == "-m" or argv0.endswith(_os.path.join("flactl", "__main__.py"))
 
 
 if not _launched_as_cli():

@@ -7,12 +7,10 @@ Parameter names equal fla's ``MultiScaleRetention`` (no rotary keys: the tables 
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, _real, linear_op
 from .base import RecurrentMixer

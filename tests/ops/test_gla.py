@@ -36,7 +36,8 @@ def check(B, T, H, K, V, h0=True, lengths=None, backend="triton", dtype=None, g_
     assert_close("o", ro, o, tol(1e-4, 1e-2))
     assert_close("final_state", rht, ht, tol(1e-4, 1e-2))
     for name, r, gt in zip(inputs, ref, got):
-        assert_close(f"d{name}", r, gt, tol(1e-3, 2e-2))
+        # dg is a reverse cumsum of q*dq - k*dk (cancelling sum): bf16 noise is amplified there
+        assert_close(f"d{name}", r, gt, tol(1e-3, 5e-2) if name == "g" else tol(1e-3, 2e-2))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -76,3 +77,10 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="head dim"):
         big = randn(1, 4, 1, 512)
         chunk_gla(big, big, randn(1, 4, 1, 16), log_decay(1, 4, 1, 512))
+
+
+@pytest.mark.parametrize("split", ["0", "1"])
+def test_fused_and_split_walks(split, monkeypatch, nan_poison):
+    """Both state-walk strategies (fused output / walk + chunk-parallel output) on both passes."""
+    monkeypatch.setenv("FLACTL_CHUNK_SPLIT", split)
+    check(1, 0, 2, 16, 32, lengths=[1, 130])

@@ -45,7 +45,9 @@ def check(B, T, H, K, V, use_g=True, use_gamma=False, h0=True, lengths=None, bac
     assert_close("o", ro, o, out_tol)
     assert_close("final_state", rht, ht, out_tol)
     for name, r, gt in zip(inputs, ref, got):
-        assert_close(f"d{name}", r, gt, grad_tol)
+        # gate gradients are reverse cumsums over the rest of the sequence of q·dq - k·dk: the sum
+        # cancels, so bf16 rounding of dq/dk shows up several times larger (relative) than in dq
+        assert_close(f"d{name}", r, gt, tol(1e-3, 5e-2) if name in ("g", "g_gamma") else grad_tol)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -115,3 +117,11 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="head dim"):
         big = randn(1, 4, 1, 300)
         chunk_simple_gla(big, big, randn(1, 4, 1, 16))
+
+
+@pytest.mark.parametrize("split", ["0", "1"])
+def test_fused_and_split_walks(split, monkeypatch, nan_poison):
+    """Both state-walk strategies (fused output / walk + chunk-parallel output) on both passes."""
+    monkeypatch.setenv("FLACTL_CHUNK_SPLIT", split)
+    check(2, 130, 2, 32, 64, use_g=True, use_gamma=True)
+    check(1, 0, 2, 16, 32, use_g=True, lengths=[1, 63, 130])

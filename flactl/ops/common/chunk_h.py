@@ -28,6 +28,7 @@ leaving chunk c), stores it (``dh``) for the dq/dk kernel (``chunk_o.chunk_bwd_d
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -91,15 +92,17 @@ def _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, H: tl.constexpr, K: tl.c
     return b_g, b_gl, b_gk, b_gkl
 
 
-@autotune(configs=_CONFIGS, key=["H", "K", "V", "BV", "USE_G", "USE_G_GAMMA", "USE_GK", "STORE_H"])
+@autotune(configs=_CONFIGS, key=["H", "K", "V", "BV", "USE_G", "USE_G_GAMMA", "USE_GK", "STORE_H", "MODE"])
 @triton.jit
 def chunk_fwd_ho_kernel(
     q, k, v, g, gk, g_gamma, A, o, h, h0, ht, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, USE_G_GAMMA: tl.constexpr, USE_GK: tl.constexpr,
     STORE_H: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
+    IS_VARLEN: tl.constexpr, MODE: tl.constexpr,
 ):
+    # MODE 0: walk the chunks and write o (fused). MODE 1: walk, only store h (and the final state).
+    # MODE 2: one chunk per program (grid axis 2), o from the stored h — no sequential dependence.
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len, boc = _seq_bounds(cu_seqlens, chunk_offsets, i_n, T, BT, IS_VARLEN)
@@ -113,24 +116,34 @@ def chunk_fwd_ho_kernel(
     m_causal = o_i[:, None] >= o_i[None, :]
 
     b_s = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_INITIAL_STATE:
+    if USE_INITIAL_STATE and MODE != 2:
         b_s += tl.load(h0 + i_nh.to(tl.int64) * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    t_start = 0
+    t_end = NT
+    if MODE == 2:
+        t_start = tl.program_id(2)
+        t_end = tl.minimum(t_start + 1, NT)
 
-    for i_t in range(0, NT):
+    for i_t in range(t_start, t_end):
         o_t = i_t * BT + o_i
         m_t = o_t < seq_len
         r_t = bos + o_t  # int64 rows
         p_qk = (r_t * H + i_h)[:, None] * K + o_k[None, :]
         m_qk = m_t[:, None] & m_k[None, :]
-        b_q = tl.load(q + p_qk, mask=m_qk, other=0.0)
         b_k = tl.load(k + p_qk, mask=m_qk, other=0.0)
         p_v = (r_t * H + i_h)[:, None] * V + o_v[None, :]
         m_tv = m_t[:, None] & m_v[None, :]
         b_v = tl.load(v + p_v, mask=m_tv, other=0.0)
-        if STORE_H:
-            tl.store(h + ((boc + i_t) * H + i_h) * K * V + o_kv, b_s.to(h.dtype.element_ty), mask=m_kv)
+        p_h = h + ((boc + i_t) * H + i_h) * K * V + o_kv
+        if MODE == 2:
+            b_s = tl.load(p_h, mask=m_kv, other=0.0).to(tl.float32)
+        elif STORE_H:
+            tl.store(p_h, b_s.to(h.dtype.element_ty), mask=m_kv)
         b_g, b_gl, b_gk, b_gkl = _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, H, K, BT, BK,
                                              USE_G, USE_G_GAMMA, USE_GK)
+        b_q = b_k
+        if MODE != 1:
+            b_q = tl.load(q + p_qk, mask=m_qk, other=0.0)
         # inter-chunk part: (q ⊙ e^G) S_c
         b_qd = b_q.to(tl.float32)
         b_kd = b_k.to(tl.float32)
@@ -140,37 +153,41 @@ def chunk_fwd_ho_kernel(
         if USE_GK:
             b_qd = b_qd * tl.exp(b_gk)
             b_kd = b_kd * tl.exp(tl.where(m_t[:, None], b_gkl[None, :] - b_gk, 0.0))
-        b_o = tl.dot(b_qd.to(b_q.dtype), b_s.to(b_q.dtype))
-        # intra-chunk part
-        if USE_GK:
-            b_A = tl.load(A + (r_t * H + i_h)[:, None] * BT + o_i[None, :], mask=m_t[:, None], other=0.0)
-        else:
-            b_A = tl.dot(b_q, tl.trans(b_k))
+        if MODE != 1:
+            b_o = tl.dot(b_qd.to(b_q.dtype), b_s.to(b_q.dtype))
+            # intra-chunk part
+            if USE_GK:
+                b_A = tl.load(A + (r_t * H + i_h)[:, None] * BT + o_i[None, :], mask=m_t[:, None], other=0.0)
+            else:
+                b_A = tl.dot(b_q, tl.trans(b_k))
+                if USE_G or USE_G_GAMMA:
+                    b_A = b_A * tl.exp(tl.where(m_causal, b_g[:, None] - b_g[None, :], 0.0))
+            b_A = tl.where(m_causal, b_A, 0.0)
+            b_o += tl.dot(b_A.to(b_v.dtype), b_v)
+            tl.store(o + p_v, (b_o * scale).to(o.dtype.element_ty), mask=m_tv)
+        if MODE != 2:
+            # state update
             if USE_G or USE_G_GAMMA:
-                b_A = b_A * tl.exp(tl.where(m_causal, b_g[:, None] - b_g[None, :], 0.0))
-        b_A = tl.where(m_causal, b_A, 0.0)
-        b_o += tl.dot(b_A.to(b_v.dtype), b_v)
-        tl.store(o + p_v, (b_o * scale).to(o.dtype.element_ty), mask=m_tv)
-        # state update
-        if USE_G or USE_G_GAMMA:
-            b_s = b_s * tl.exp(b_gl)
-        if USE_GK:
-            b_s = b_s * tl.exp(b_gkl)[:, None]
-        b_s += tl.dot(tl.trans(b_kd.to(b_k.dtype)), b_v)
+                b_s = b_s * tl.exp(b_gl)
+            if USE_GK:
+                b_s = b_s * tl.exp(b_gkl)[:, None]
+            b_s += tl.dot(tl.trans(b_kd.to(b_k.dtype)), b_v)
 
-    if STORE_FINAL_STATE:
+    if STORE_FINAL_STATE and MODE != 2:
         tl.store(ht + i_nh.to(tl.int64) * K * V + o_kv, b_s, mask=m_kv)
 
 
-@autotune(configs=_CONFIGS, key=["H", "K", "V", "BV", "USE_G", "USE_G_GAMMA", "USE_GK"])
+@autotune(configs=_CONFIGS, key=["H", "K", "V", "BV", "USE_G", "USE_G_GAMMA", "USE_GK", "MODE"])
 @triton.jit
 def chunk_bwd_dh_dv_kernel(
     q, k, do, g, gk, g_gamma, A, dv, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_G: tl.constexpr, USE_G_GAMMA: tl.constexpr, USE_GK: tl.constexpr,
     USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
+    IS_VARLEN: tl.constexpr, MODE: tl.constexpr,
 ):
+    # MODE 0: reverse walk storing dh and writing dv. MODE 1: walk, only dh (and dh0).
+    # MODE 2: one chunk per program (grid axis 2): dv from the stored dh.
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len, boc = _seq_bounds(cu_seqlens, chunk_offsets, i_n, T, BT, IS_VARLEN)
@@ -185,10 +202,16 @@ def chunk_bwd_dh_dv_kernel(
     m_causal_t = o_i[:, None] <= o_i[None, :]
 
     b_ds = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_FINAL_STATE_GRADIENT:
+    if USE_FINAL_STATE_GRADIENT and MODE != 2:
         b_ds += tl.load(dht + i_nh.to(tl.int64) * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    r_start = 0
+    r_end = NT
+    if MODE == 2:
+        r_start = NT - 1 - tl.program_id(2)
+        r_end = tl.minimum(r_start + 1, NT)
+        r_start = tl.maximum(r_start, 0)
 
-    for i_r in range(0, NT):
+    for i_r in range(r_start, r_end):
         i_t = NT - 1 - i_r
         o_t = i_t * BT + o_i
         m_t = o_t < seq_len
@@ -196,11 +219,17 @@ def chunk_bwd_dh_dv_kernel(
         p_qk = (r_t * H + i_h)[:, None] * K + o_k[None, :]
         m_qk = m_t[:, None] & m_k[None, :]
         b_q = tl.load(q + p_qk, mask=m_qk, other=0.0)
-        b_k = tl.load(k + p_qk, mask=m_qk, other=0.0)
+        b_k = b_q
+        if MODE != 1:
+            b_k = tl.load(k + p_qk, mask=m_qk, other=0.0)
         p_v = (r_t * H + i_h)[:, None] * V + o_v[None, :]
         m_tv = m_t[:, None] & m_v[None, :]
         b_do = tl.load(do + p_v, mask=m_tv, other=0.0)
-        tl.store(dh + ((boc + i_t) * H + i_h) * K * V + o_kv, b_ds.to(dh.dtype.element_ty), mask=m_kv)
+        p_dh = dh + ((boc + i_t) * H + i_h) * K * V + o_kv
+        if MODE == 2:
+            b_ds = tl.load(p_dh, mask=m_kv, other=0.0).to(tl.float32)
+        else:
+            tl.store(p_dh, b_ds.to(dh.dtype.element_ty), mask=m_kv)
         b_g, b_gl, b_gk, b_gkl = _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, H, K, BT, BK,
                                              USE_G, USE_G_GAMMA, USE_GK)
         b_qd = b_q.to(tl.float32)
@@ -211,29 +240,57 @@ def chunk_bwd_dh_dv_kernel(
         if USE_GK:
             b_qd = b_qd * tl.exp(b_gk)
             b_kd = b_kd * tl.exp(tl.where(m_t[:, None], b_gkl[None, :] - b_gk, 0.0))
-        # A^T [j, i]
-        if USE_GK:
-            b_At = tl.trans(tl.load(A + (r_t * H + i_h)[:, None] * BT + o_i[None, :], mask=m_t[:, None], other=0.0))
-        else:
-            b_At = tl.dot(b_k, tl.trans(b_q))
+        if MODE != 1:
+            # A^T [j, i]
+            if USE_GK:
+                b_At = tl.trans(tl.load(A + (r_t * H + i_h)[:, None] * BT + o_i[None, :], mask=m_t[:, None],
+                                        other=0.0))
+            else:
+                b_At = tl.dot(b_k, tl.trans(b_q))
+                if USE_G or USE_G_GAMMA:
+                    b_At = b_At * tl.exp(tl.where(m_causal_t, b_g[None, :] - b_g[:, None], 0.0))
+            b_At = tl.where(m_causal_t, b_At, 0.0)
+            b_dv = tl.dot(b_At.to(b_do.dtype), b_do) * scale + tl.dot(b_kd.to(b_k.dtype), b_ds.to(b_k.dtype))
+            tl.store(dv + p_v, b_dv.to(dv.dtype.element_ty), mask=m_tv)
+        if MODE != 2:
             if USE_G or USE_G_GAMMA:
-                b_At = b_At * tl.exp(tl.where(m_causal_t, b_g[None, :] - b_g[:, None], 0.0))
-        b_At = tl.where(m_causal_t, b_At, 0.0)
-        b_dv = tl.dot(b_At.to(b_do.dtype), b_do) * scale + tl.dot(b_kd.to(b_k.dtype), b_ds.to(b_k.dtype))
-        tl.store(dv + p_v, b_dv.to(dv.dtype.element_ty), mask=m_tv)
-        if USE_G or USE_G_GAMMA:
-            b_ds = b_ds * tl.exp(b_gl)
-        if USE_GK:
-            b_ds = b_ds * tl.exp(b_gkl)[:, None]
-        b_ds += tl.dot(tl.trans((b_qd * scale).to(b_q.dtype)), b_do)
+                b_ds = b_ds * tl.exp(b_gl)
+            if USE_GK:
+                b_ds = b_ds * tl.exp(b_gkl)[:, None]
+            b_ds += tl.dot(tl.trans((b_qd * scale).to(b_q.dtype)), b_do)
 
-    if STORE_INITIAL_STATE_GRADIENT:
+    if STORE_INITIAL_STATE_GRADIENT and MODE != 2:
         tl.store(dh0 + i_nh.to(tl.int64) * K * V + o_kv, b_ds, mask=m_kv)
 
 
 def _block_v(K: int, V: int) -> int:
-    # K x BV fp32 state in registers: keep it <= 128 x 64 (or 256 x 32).
-    return max(16, min(triton.next_power_of_2(V), 64 if K <= 128 else 32))
+    # K x BV fp32 state in registers: keep it <= 128 x 64 (or 256 x 32). Blocks below 32 are padded:
+    # a K=16 dq/dk kernel faulted on the H100 (Triton 3.6) with 16-wide blocks.
+    return max(32, min(triton.next_power_of_2(V), 64 if K <= 128 else 32))
+
+
+def _block_k(K: int) -> int:
+    return max(32, triton.next_power_of_2(K))
+
+
+def split_walk(N: int, H: int, V: int, device) -> bool:
+    """Whether to split the state walk from the output (MODE 1 + MODE 2) instead of fusing (MODE 0).
+
+    The fused walk runs N*H*cdiv(V, 64) programs, each sequential over all chunks: with fewer
+    programs than about two per SM (long sequences, small batch) most SMs idle, and a light walk
+    (states only) followed by a chunk-parallel output kernel is faster. FLACTL_CHUNK_SPLIT=0/1 forces it.
+    """
+    forced = os.environ.get("FLACTL_CHUNK_SPLIT")
+    if forced in ("0", "1"):
+        return forced == "1"
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+    return N * H * triton.cdiv(V, 64) < 2 * sms
+
+
+def _max_chunks(cu_seqlens, T, BT, offs):
+    if cu_seqlens is None:
+        return triton.cdiv(T, BT)
+    return int((offs[1:] - offs[:-1]).max().item())
 
 
 def _varlen(cu_seqlens, B, T, BT):
@@ -261,20 +318,24 @@ def chunk_fwd_ho(
     V = v.shape[-1]
     BT = chunk_size
     N, NT_all, offs = _varlen(cu_seqlens, B, T, BT)
-    BK, BV = max(16, triton.next_power_of_2(K)), _block_v(K, V)
+    BK, BV = _block_k(K), _block_v(K, V)
+    split = split_walk(N, H, V, q.device)
     o = torch.empty_like(v)
-    h = q.new_empty(B if cu_seqlens is None else 1, NT_all // (B if cu_seqlens is None else 1), H, K, V,
-                    dtype=k.dtype) if store_h else None
+    Bh = B if cu_seqlens is None else 1
+    h = q.new_empty(Bh, NT_all // Bh, H, K, V, dtype=k.dtype) if (store_h or split) else None
     ht = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-    grid = (triton.cdiv(V, BV), N * H)
-    chunk_fwd_ho_kernel[grid](
-        q, k, v, g, gk, g_gamma, A, o, h, initial_state, ht, cu_seqlens, offs, scale, T,
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
-        USE_G=g is not None, USE_G_GAMMA=g_gamma is not None, USE_GK=gk is not None,
-        STORE_H=store_h, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
-        IS_VARLEN=cu_seqlens is not None,
-    )
-    return o, h, ht
+    common = dict(H=H, K=K, V=V, BT=BT, BK=BK, USE_G=g is not None, USE_G_GAMMA=g_gamma is not None,
+                  USE_GK=gk is not None, USE_INITIAL_STATE=initial_state is not None,
+                  STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None)
+    args = (q, k, v, g, gk, g_gamma, A, o, h, initial_state, ht, cu_seqlens, offs, scale, T)
+    if not split:
+        chunk_fwd_ho_kernel[(triton.cdiv(V, BV), N * H)](*args, BV=BV, STORE_H=store_h, MODE=0, **common)
+    else:
+        BVw = 32  # light walk: narrower V blocks -> more programs
+        chunk_fwd_ho_kernel[(triton.cdiv(V, BVw), N * H)](*args, BV=BVw, STORE_H=True, MODE=1, **common)
+        grid = (triton.cdiv(V, BV), N * H, _max_chunks(cu_seqlens, T, BT, offs))
+        chunk_fwd_ho_kernel[grid](*args, BV=BV, STORE_H=False, MODE=2, **common)
+    return o, (h if store_h else None), ht
 
 
 def chunk_bwd_dh_dv(
@@ -290,17 +351,19 @@ def chunk_bwd_dh_dv(
     V = do.shape[-1]
     BT = chunk_size
     N, NT_all, offs = _varlen(cu_seqlens, B, T, BT)
-    BK, BV = max(16, triton.next_power_of_2(K)), _block_v(K, V)
+    BK, BV = _block_k(K), _block_v(K, V)
     dv = torch.empty_like(do)
     Bh = B if cu_seqlens is None else 1
     dh = q.new_empty(Bh, NT_all // Bh, H, K, V, dtype=q.dtype)
     dh0 = q.new_empty(N, H, K, V, dtype=torch.float32) if need_dh0 else None
-    grid = (triton.cdiv(V, BV), N * H)
-    chunk_bwd_dh_dv_kernel[grid](
-        q, k, do, g, gk, g_gamma, A, dv, dh, dht, dh0, cu_seqlens, offs, scale, T,
-        H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
-        USE_G=g is not None, USE_G_GAMMA=g_gamma is not None, USE_GK=gk is not None,
-        USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_dh0,
-        IS_VARLEN=cu_seqlens is not None,
-    )
+    common = dict(H=H, K=K, V=V, BT=BT, BK=BK, USE_G=g is not None, USE_G_GAMMA=g_gamma is not None,
+                  USE_GK=gk is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
+                  STORE_INITIAL_STATE_GRADIENT=need_dh0, IS_VARLEN=cu_seqlens is not None)
+    args = (q, k, do, g, gk, g_gamma, A, dv, dh, dht, dh0, cu_seqlens, offs, scale, T)
+    if not split_walk(N, H, V, q.device):
+        chunk_bwd_dh_dv_kernel[(triton.cdiv(V, BV), N * H)](*args, BV=BV, MODE=0, **common)
+    else:
+        chunk_bwd_dh_dv_kernel[(triton.cdiv(V, 32), N * H)](*args, BV=32, MODE=1, **common)
+        grid = (triton.cdiv(V, BV), N * H, _max_chunks(cu_seqlens, T, BT, offs))
+        chunk_bwd_dh_dv_kernel[grid](*args, BV=BV, MODE=2, **common)
     return dv, dh, dh0

@@ -149,13 +149,22 @@ def reverse_cumsum_kernel(x, y, cu_seqlens, T, S, BT: tl.constexpr, BS: tl.const
 def reverse_cumsum(x: torch.Tensor, cu_seqlens: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sequence-wise reverse cumsum along T of x [B, T, ...] (float32), restarting at every sequence."""
     B, T = x.shape[:2]
+    if x.dim() == 3:
+        # scalar gates ([B, T, H]: little data, few columns): a float64 torch scan is faster than a
+        # per-sequence sequential kernel and exact enough to subtract suffix sums across sequences
+        s = x.double().flip(1).cumsum(1).flip(1)
+        if cu_seqlens is not None:
+            s_pad = torch.cat([s, s.new_zeros(B, 1, *s.shape[2:])], 1)
+            ends = torch.repeat_interleave(cu_seqlens[1:], cu_seqlens[1:] - cu_seqlens[:-1], output_size=T)
+            s = s - s_pad[:, ends]
+        return s.float()
     x = x.contiguous()
     S = x[0, 0].numel() if T > 0 else 1
     y = torch.empty_like(x, dtype=torch.float32)
     if x.numel() == 0:
         return y
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    BS = min(triton.next_power_of_2(S), 64)
+    BS = min(triton.next_power_of_2(S), 32)
     reverse_cumsum_kernel[(triton.cdiv(S, BS), N)](x, y, cu_seqlens, T, S, BT=64, BS=BS,
                                                    IS_VARLEN=cu_seqlens is not None)
     return y
@@ -180,9 +189,9 @@ def chunk_bwd_dqk(
     else:
         chunk_indices = prepare_chunk_indices(cu_seqlens, BT)
         NT = chunk_indices.shape[0]
-    BK = max(16, min(triton.next_power_of_2(K), 128))
+    BK = max(32, min(triton.next_power_of_2(K), 128))
     NK = triton.cdiv(K, BK)
-    BV = max(16, min(triton.next_power_of_2(V), 64))
+    BV = max(32, min(triton.next_power_of_2(V), 64))
     scalar_gate = g is not None or g_gamma is not None
     if gk is not None:
         dq = q.new_empty(B, T, H, K, dtype=torch.float32)

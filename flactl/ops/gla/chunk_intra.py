@@ -191,7 +191,7 @@ def chunk_gla_fwd_A(q: torch.Tensor, k: torch.Tensor, gk: torch.Tensor,
     B, T, H, K = q.shape
     NT, ci = _grid_chunks(B, T, chunk_size, cu_seqlens)
     A = q.new_empty(B, T, H, chunk_size, dtype=torch.float32)
-    BK = max(16, triton.next_power_of_2(K))
+    BK = max(32, triton.next_power_of_2(K))
     chunk_gla_fwd_A_kernel[(NT, B * H)](q, k, gk, A, cu_seqlens, ci, T, H=H, K=K, BT=chunk_size, BC=16, BK=BK,
                                         IS_VARLEN=cu_seqlens is not None)
     return A
@@ -203,7 +203,7 @@ def chunk_gla_bwd_intra(q, k, gk, dA, dq_inter, dk_inter, cu_seqlens=None, chunk
     NT, ci = _grid_chunks(B, T, chunk_size, cu_seqlens)
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dgl = q.new_empty(B, T, H, K, dtype=torch.float32)
-    BK = max(16, triton.next_power_of_2(K))
+    BK = max(32, triton.next_power_of_2(K))
     chunk_gla_bwd_intra_kernel[(NT, B * H)](q, k, gk, dA, dq_inter, dk_inter, dq, dk, dgl, cu_seqlens, ci, T,
                                             H=H, K=K, BT=chunk_size, BC=16, BK=BK,
                                             IS_VARLEN=cu_seqlens is not None)
