@@ -29,7 +29,7 @@ from flactl.ops.retention import chunk_retention, retention_log_decay  # noqa: E
 from flactl.ops.simple_gla import chunk_simple_gla  # noqa: E402
 
 T0 = time.time()
-SHAPES = [(8, 2048, 16, 128), (4, 4096, 16, 128), (1, 16384, 16, 128), (4, 4096, 32, 64)]
+SHAPES = [(4, 4096, 16, 128), (1, 16384, 16, 128), (8, 2048, 16, 128), (4, 4096, 32, 64)]
 
 
 def rel(ref, got):
@@ -155,6 +155,15 @@ def benchmark(dev, fla):
                        floor_fwd=floor)
             rows.append(row)
             print(json.dumps(row), f"t={time.time() - T0:.0f}s", flush=True)
+            if op == "simple_gla":  # both state-walk strategies, to check the automatic choice
+                for split in ("0", "1"):
+                    os.environ["FLACTL_CHUNK_SPLIT"] = split
+                    alt = bench_pair(fn, mk(op), grads)
+                    os.environ.pop("FLACTL_CHUNK_SPLIT")
+                    r2 = dict(op=f"simple_gla[split={split}]", B=B, T=T, H=H, D=D, fwd=alt[0], fwdbwd=alt[1],
+                              fla_fwd="-", fla_fwdbwd="-", floor_fwd=floor)
+                    rows.append(r2)
+                    print(json.dumps(r2), flush=True)
             torch.cuda.empty_cache()
         # causal SDPA, flash backend
         from torch.nn.attention import SDPBackend, sdpa_kernel

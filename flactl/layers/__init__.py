@@ -6,6 +6,7 @@ prefill and ``fused_recurrent`` for short inputs outside training (decoding), an
 ``cu_seqlens`` for packed input.
 """
 from .attn import Attention
+from .comba import Comba
 from .delta_net import DeltaNet
 from .gated_deltanet import GatedDeltaNet
 from .gated_deltaproduct import GatedDeltaProduct
@@ -16,5 +17,5 @@ from .linear_attn import LinearAttention
 from .mamba2 import Mamba2
 from .multiscale_retention import MultiScaleRetention
 
-__all__ = ["Attention", "DeltaNet", "GatedDeltaNet", "GatedDeltaProduct", "GatedLinearAttention", "HGRNAttention", "HGRN2Attention", "LinearAttention",
+__all__ = ["Attention", "Comba", "DeltaNet", "GatedDeltaNet", "GatedDeltaProduct", "GatedLinearAttention", "HGRNAttention", "HGRN2Attention", "LinearAttention",
            "Mamba2", "MultiScaleRetention"]

@@ -93,6 +93,55 @@ def delta_op(mode: str, q, k, v, beta, *, g=None, scale=None, initial_state=None
                                       use_qk_l2norm=use_qk_l2norm_in_kernel)
 
 
+def comba_op(mode: str, q, k, v, p, g, beta, *, scale=None, initial_state=None, output_final_state=False,
+             cu_seqlens=None, use_qk_l2norm_in_kernel=False, **gate_kwargs):
+    """Comba (``flactl.ops.comba``): erase key ``p [B,T,H,K]``, GVA allowed. Arguments in chunk_comba's
+    order; fused_recurrent_comba takes ``(q, k, p, v, ...)`` (fla's order) and is called so here.
+    ``gate_kwargs`` as in :func:`delta_op`. Returns ``(o, final_state [N,HV,K,V] fp32)``."""
+    kw = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state,
+              cu_seqlens=cu_seqlens, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
+    fn = _real("flactl.ops.comba", f"{mode}_comba")
+    if fn is not None:
+        if mode == "chunk":
+            return fn(q, k, v, p, g, beta, **kw, **gate_kwargs)
+        return fn(q, k, p, v, g, beta, **kw, **gate_kwargs)
+    if gate_kwargs.get("use_gate_in_kernel"):
+        g = -gate_kwargs["A_log"].float().exp() * F.softplus(g.float() + gate_kwargs["dt_bias"].float())
+    if gate_kwargs.get("use_beta_sigmoid_in_kernel"):
+        beta = beta.float().sigmoid() * (2.0 if gate_kwargs.get("allow_neg_eigval") else 1.0)
+    from flactl.ops.comba.naive import naive_recurrent_comba
+    return naive_recurrent_comba(q, k, v, p, g, beta, **kw)
+
+
+def delta_product_op(mode: str, q, k, v, g, beta, num_householder: int, *, scale=None, initial_state=None,
+                     output_final_state=False, cu_seqlens=None, use_qk_l2norm_in_kernel=False):
+    """Gated DeltaProduct: ``q [B,T,H,K]``, ``g [B,T,H]`` or None per token; ``k, v, beta`` with
+    ``num_householder`` interleaved rows per token (``[B, T*n, ...]``); ``cu_seqlens`` in tokens.
+
+    ``chunk`` → ``chunk_gated_delta_product``. There is no fused_recurrent DeltaProduct op (fla decodes
+    the same way): decoding runs the (gated) delta rule over the interleaved rows with the decay on
+    each token's first row and the query on its last. Returns ``(o [B,T,H,V], final_state fp32)``."""
+    n = int(num_householder)
+    kw = dict(scale=scale, initial_state=initial_state, output_final_state=output_final_state,
+              use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel)
+    if mode == "chunk":
+        fn = _real("flactl.ops.gated_delta_product", "chunk_gated_delta_product")
+        if fn is not None:
+            return fn(q, k, v, g, beta, num_householder=n, cu_seqlens=cu_seqlens, **kw)
+    B, T = q.shape[:2]
+    qi = q.new_zeros(B, T, n, *q.shape[2:])
+    qi[:, :, -1] = q
+    qi = qi.view(B, T * n, *q.shape[2:])
+    gi = None
+    if g is not None:
+        gi = g.new_zeros(B, T, n, *g.shape[2:])
+        gi[:, :, 0] = g
+        gi = gi.view(B, T * n, *g.shape[2:])
+    o, ht = delta_op(mode, qi, k, v, beta if gi is not None else beta.to(k.dtype), g=gi, gated=gi is not None,
+                     cu_seqlens=cu_seqlens * n if cu_seqlens is not None else None, **kw)
+    return o.view(B, T, n, *o.shape[2:])[:, :, -1], ht
+
+
 def hgrn_op(mode: str, x, g, *, initial_state=None, output_final_state=False, cu_seqlens=None):
     fn = _real("flactl.ops.hgrn", f"{mode}_hgrn")
     if fn is not None:
@@ -230,5 +279,5 @@ def inv_softplus(x: torch.Tensor) -> torch.Tensor:
     return x + torch.log(-torch.expm1(-x))
 
 
-__all__ = ["linear_op", "delta_op", "hgrn_op", "RMSNorm", "FusedRMSNormGated", "ShortConvolution", "GatedMLP",
+__all__ = ["linear_op", "delta_op", "comba_op", "delta_product_op", "hgrn_op", "RMSNorm", "FusedRMSNormGated", "ShortConvolution", "GatedMLP",
            "short_conv", "l2_norm", "cross_entropy_losses", "missing", "inv_softplus", "math"]

@@ -79,7 +79,7 @@ class Attention(nn.Module):
         if ctx.caller_cu_seqlens:
             if past_kv is not None:
                 raise ValueError("softmax attention cannot continue a cache on a packed (cu_seqlens) input")
-            o = self._packed(q, k, v, ctx.cu_seqlens)
+            o = self._packed(q, k, v, ctx.cu_seqlens, ctx)
             k_all, v_all = k, v
         else:
             q, k, v = ctx.pad(q), ctx.pad(k), ctx.pad(v)  # [B, T, *, D] padded layout
@@ -131,11 +131,110 @@ class Attention(nn.Module):
             allowed = allowed | (kcol == qcol)[None]
         return self._sdpa(q, k, v, mask=allowed[:, None])
 
-    def _packed(self, q, k, v, cu_seqlens):
-        """Causal attention inside each packed sequence of q/k/v [1, total, *, D]."""
+    def _packed(self, q, k, v, cu_seqlens, ctx: Optional[SeqContext] = None):
+        """Causal (optionally windowed) attention inside each packed sequence of q/k/v [1, total, *, D].
+
+        One batched call instead of one per document: FlexAttention with a document-causal BlockMask on
+        CUDA, else one SDPA call with a block-diagonal causal boolean mask while ``total`` is small enough
+        for a ``[total, total]`` mask; the per-document loop only beyond that on CPU. Masks are built once
+        per forward and shared by the layers through ``ctx``."""
+        total = q.shape[1]
+        cache = _mask_cache(ctx)
+        if q.is_cuda and _flex_usable(self.head_dim):
+            key = ("flex", self.window_size, total)
+            if key not in cache:
+                cache[key] = _document_block_mask(cu_seqlens, total, self.window_size, q.device, compiled=True)
+            return self._flex(q, k, v, cache[key], compiled=True)
+        if total <= (_SDPA_MASK_MAX_CUDA if q.is_cuda else _SDPA_MASK_MAX_CPU):
+            key = ("bool", self.window_size, total)
+            if key not in cache:
+                cache[key] = document_causal_mask(cu_seqlens, total, self.window_size, q.device)
+            return self._sdpa(q, k, v, mask=cache[key][None, None])
+        return self._packed_loop(q, k, v, cu_seqlens)
+
+    def _packed_loop(self, q, k, v, cu_seqlens):
+        """Reference path: one SDPA call per document (slow with many documents; long CPU inputs only)."""
         outs = []
         bounds = cu_seqlens.tolist()
         for bos, eos in zip(bounds[:-1], bounds[1:]):
             if eos > bos:
                 outs.append(self._attend(q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], None))
         return torch.cat(outs, 1)
+
+    def _flex(self, q, k, v, block_mask, compiled: bool = True):
+        """FlexAttention on [1, total, H, D] tensors with a precomputed BlockMask (GQA in the kernel)."""
+        from torch.nn.attention.flex_attention import flex_attention
+        fn = _compiled_flex() if compiled else flex_attention
+        o = fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=block_mask,
+               enable_gqa=self.num_heads != self.num_kv_heads)
+        return o.transpose(1, 2)
+
+
+# Largest packed length for which the boolean [total, total] mask path is used (bytes = total^2).
+_SDPA_MASK_MAX_CPU = 4096
+_SDPA_MASK_MAX_CUDA = 16384
+_FLEX = {}
+
+
+def _flex_usable(head_dim: int) -> bool:
+    """FlexAttention can run: importable, not disabled (FLACTL_FLEX_ATTENTION=0), head_dim >= 16."""
+    if "ok" not in _FLEX:
+        import os
+        ok = os.environ.get("FLACTL_FLEX_ATTENTION", "1") != "0"
+        if ok:
+            try:
+                from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: F401
+            except ImportError:
+                ok = False
+        _FLEX["ok"] = ok
+    return _FLEX["ok"] and head_dim >= 16
+
+
+def _compiled_flex():
+    # Uncompiled flex_attention materialises the full score matrix; the compiled one is the fused kernel.
+    if "fn" not in _FLEX:
+        from torch.nn.attention.flex_attention import flex_attention
+        _FLEX["fn"] = torch.compile(flex_attention, dynamic=False)
+    return _FLEX["fn"]
+
+
+def _mask_cache(ctx: Optional[SeqContext]) -> dict:
+    """A per-forward dict on the SeqContext (shared by all layers of one forward call)."""
+    if ctx is None:
+        return {}
+    cache = getattr(ctx, "_attn_masks", None)
+    if cache is None:
+        cache = {}
+        ctx._attn_masks = cache
+    return cache
+
+
+def document_ids(cu_seqlens: torch.Tensor, total: int, device) -> torch.Tensor:
+    """[total] index of the packed sequence each token belongs to (no host sync)."""
+    pos = torch.arange(total, device=device)
+    return torch.searchsorted(cu_seqlens.to(device=device, dtype=torch.long)[1:].contiguous(), pos, right=True)
+
+
+def document_causal_mask(cu_seqlens: torch.Tensor, total: int, window_size: Optional[int], device) -> torch.Tensor:
+    """bool [total, total]: key j visible to query i iff same document, j <= i and i - j < window_size."""
+    doc = document_ids(cu_seqlens, total, device)
+    pos = torch.arange(total, device=device)
+    allowed = (doc[:, None] == doc[None, :]) & (pos[None, :] <= pos[:, None])
+    if window_size is not None:
+        allowed = allowed & (pos[:, None] - pos[None, :] < window_size)
+    return allowed
+
+
+def _document_block_mask(cu_seqlens: torch.Tensor, total: int, window_size: Optional[int], device,
+                         compiled: bool = True):
+    """FlexAttention BlockMask of :func:`document_causal_mask` (blocks outside every document skipped)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+    doc = document_ids(cu_seqlens, total, device)
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        m = (doc[q_idx] == doc[kv_idx]) & (kv_idx <= q_idx)
+        if window_size is not None:
+            m = m & (q_idx - kv_idx < window_size)
+        return m
+
+    return create_block_mask(mask_mod, B=None, H=None, Q_LEN=total, KV_LEN=total, device=device, _compile=compiled)

@@ -2,10 +2,10 @@
 
     S_t = exp(g_t) S_{t-1};  for j = 1..n_h:  S_t += beta_tj k_tj (v_tj - S_t^T k_tj)^T;   o_t = S_t^T q_t K^-1/2
 
-This equals the (gated) delta rule run on an interleaved sequence of length T·n_h in which token t
-contributes n_h sub-steps (k_tj, v_tj, beta_tj), the decay sits on the first sub-step and the query
-on the last. The layer builds that sequence and calls the gated delta rule ops (chunk / fused_recurrent),
-so training, prefill, varlen and decoding share the delta-rule kernels. Parameter names follow fla's
+Training and prefill call ``chunk_gated_delta_product`` (k, v, beta carry the n_h steps interleaved
+along T). Decoding has no DeltaProduct-specific kernel (nor has fla's): it runs the (gated) delta rule
+over the T·n_h interleaved rows with the decay on each token's first row and the query on its last,
+which is the same recurrence (see ``_deps.delta_product_op``). Parameter names follow fla's
 ``GatedDeltaProduct`` (k/v/b projections carry n_h blocks).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, delta_op
+from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, delta_product_op
 from .base import RecurrentMixer
 
 
@@ -90,26 +90,18 @@ class GatedDeltaProduct(RecurrentMixer):
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
         B, T = x.shape[:2]
         n, H, K, V = self.num_householder, self.num_heads, self.head_k_dim, self.head_v_dim
-        # token t -> sub-steps t*n .. t*n+n-1; the query sits on the last sub-step, the decay on the first.
+        # k, v, beta carry n interleaved rows per token (row t*n + j = Householder step j of token t).
         k = k.view(B, T * n, H, K)
         v = v.view(B, T * n, H, V)
         beta = self.b_proj(x).float().sigmoid().view(B, T * n, H)
         if self.allow_neg_eigval:
             beta = beta * 2.0
-        qi = q.new_zeros(B, T, n, H, K)
-        qi[:, :, -1] = q.view(B, T, H, K)
-        qi = qi.view(B, T * n, H, K)
         g = None
         if self.use_forget_gate:
-            gt = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
-            g = gt.new_zeros(B, T, n, H)
-            g[:, :, 0] = gt
-            g = g.view(B, T * n, H)
+            g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
         h0 = state.get("recurrent_state") if state is not None else None
-        o, ht = delta_op(mode, qi, k, v, beta.to(k.dtype) if g is None else beta, g=g, gated=g is not None,
-                         initial_state=h0, output_final_state=use_cache,
-                         cu_seqlens=cu * n if cu is not None else None, use_qk_l2norm_in_kernel=True)
-        o = o.view(B, T, n, H, V)[:, :, -1]
+        o, ht = delta_product_op(mode, q.view(B, T, H, K), k, v, g, beta, n, initial_state=h0,
+                                 output_final_state=use_cache, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
         self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
         if self.use_output_gate:
             o = self.o_norm(o, self.g_proj(x).view(B, T, H, V))

@@ -4,6 +4,7 @@ transformers' AutoConfig, AutoModel and AutoModelForCausalLM under fla's ``model
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .cache import Cache
+from .comba import CombaConfig, CombaForCausalLM, CombaModel
 from .config import FlactlConfig
 from .gla import GLAConfig, GLAForCausalLM, GLAModel
 from .hgrn import HGRN2Config, HGRN2ForCausalLM, HGRN2Model, HGRNConfig, HGRNForCausalLM, HGRNModel
@@ -27,6 +28,7 @@ FAMILIES = {
     "hgrn2": (HGRN2Config, HGRN2Model, HGRN2ForCausalLM),
     "gated_deltaproduct": (GatedDeltaProductConfig, GatedDeltaProductModel, GatedDeltaProductForCausalLM),
     "linear_attn": (LinearAttentionConfig, LinearAttentionModel, LinearAttentionForCausalLM),
+    "comba": (CombaConfig, CombaModel, CombaForCausalLM),
 }
 
 

@@ -28,13 +28,42 @@ class HGRNConfig(FlactlConfig):
         super().__init__(**kwargs)
 
 
+def resolve_hgrn2_expand_ratio(hidden_size: int, num_heads: Optional[int], expand_ratio: Optional[int],
+                               use_lower_bound: bool) -> int:
+    """HGRN2's ``expand_ratio`` is the head dim of the forget gates (fla): ``num_heads = hidden_size //
+    expand_ratio`` when num_heads is None; given only ``num_heads``, ``expand_ratio = hidden_size //
+    num_heads``; neither → fla's default 128. The input/output heads split ``hidden_size`` by num_heads,
+    and the model's lower bounds (``[L, hidden_size]``) add to the ``num_heads * expand_ratio`` forget
+    channels, so inconsistent values raise ``ValueError`` here instead of failing in forward."""
+    derived_heads = num_heads is None
+    if derived_heads:
+        expand_ratio = 128 if expand_ratio is None else int(expand_ratio)
+        num_heads = hidden_size // expand_ratio if expand_ratio > 0 else 0
+        if num_heads < 1:
+            raise ValueError(f"HGRN2Config: expand_ratio ({expand_ratio}) must be in [1, hidden_size "
+                             f"({hidden_size})] when num_heads is None (num_heads = hidden_size // expand_ratio)")
+    if num_heads <= 0 or hidden_size % num_heads:
+        raise ValueError(f"HGRN2Config: hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})"
+                         + (f" (derived from expand_ratio {expand_ratio})" if derived_heads else ""))
+    if expand_ratio is None:
+        return hidden_size // num_heads
+    expand_ratio = int(expand_ratio)
+    if use_lower_bound and num_heads * expand_ratio != hidden_size:
+        raise ValueError(f"HGRN2Config: num_heads ({num_heads}) * expand_ratio ({expand_ratio}) must equal "
+                         f"hidden_size ({hidden_size}) with use_lower_bound=True (the lower bounds have "
+                         f"hidden_size channels); leave expand_ratio unset to derive it as hidden_size // num_heads")
+    return expand_ratio
+
+
 class HGRN2Config(FlactlConfig):
     model_type = "hgrn2"
     keys_to_ignore_at_inference = ["past_key_values"]
 
-    def __init__(self, attn_mode: str = "chunk", num_heads: Optional[int] = None, expand_ratio: Optional[int] = 128,
+    def __init__(self, attn_mode: str = "chunk", num_heads: Optional[int] = None, expand_ratio: Optional[int] = None,
                  use_short_conv: bool = False, conv_size: int = 4, use_lower_bound: bool = True,
                  elementwise_affine: Optional[bool] = True, **kwargs):
+        expand_ratio = resolve_hgrn2_expand_ratio(kwargs.get("hidden_size", 2048), num_heads, expand_ratio,
+                                                  use_lower_bound)
         self.attn_mode, self.num_heads, self.expand_ratio = attn_mode, num_heads, expand_ratio
         self.use_short_conv, self.conv_size = use_short_conv, conv_size
         self.use_lower_bound, self.elementwise_affine = use_lower_bound, elementwise_affine

@@ -9,11 +9,13 @@
 """
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from helpers import assert_close
 
-from flactl.layers import (Attention, DeltaNet, GatedDeltaNet, GatedDeltaProduct, GatedLinearAttention, HGRN2Attention,
+from flactl.layers import (Attention, Comba, DeltaNet, GatedDeltaNet, GatedDeltaProduct, GatedLinearAttention, HGRN2Attention,
                            HGRNAttention, LinearAttention, Mamba2, MultiScaleRetention)
 from flactl.models.cache import Cache
 from flactl.ops.utils import force_backend
@@ -33,6 +35,8 @@ LAYERS = {
                                            do_feature_map_norm=True, layer_idx=0),
     "hgrn": lambda: HGRNAttention(hidden_size=h, layer_idx=0),
     "hgrn2": lambda: HGRN2Attention(hidden_size=h, expand_ratio=16, layer_idx=0),
+    "comba": lambda: Comba(hidden_size=h, head_dim=16, num_heads=1, num_v_heads=2, expand_v=1, correction_factor=0.7,
+                           layer_idx=0),
 }
 
 
@@ -145,3 +149,63 @@ def test_mamba2_matches_ssd_reference():
         y = torch.stack(ys).reshape(1, 9, -1).float()
         ref = layer.out_proj(layer.norm(y, z))
     assert_close("o", ref, o, 1e-5)
+
+
+def test_comba_matches_reference():
+    """Layer == p = k sigmoid(decay), q - D p, then the float64 Comba recurrence (GVA, in-kernel gates)."""
+    from flactl.ops.comba.naive import naive_recurrent_comba
+    layer = make("comba").eval()
+    with torch.no_grad():  # per-head D and decay away from their constant init
+        layer.D.add_(torch.randn_like(layer.D))
+        layer.decay.add_(torch.randn_like(layer.decay))
+    x = torch.randn(1, 9, h)
+    F = torch.nn.functional
+    with force_backend("torch"), torch.no_grad():
+        o = layer(x)[0]
+        q, k, v = layer.q_proj(x), layer.k_proj(x), layer.v_proj(x)
+        (q, k, v), _ = layer.run_convs((layer.q_conv1d, layer.k_conv1d, layer.v_conv1d), (q, k, v), None, False, None)
+        H, HV, K, V = layer.num_heads, layer.num_v_heads, layer.head_k_dim, layer.head_v_dim
+        q, k, v = q.view(1, 9, H, K).double(), k.view(1, 9, H, K).double(), v.view(1, 9, HV, V).double()
+        p = k * layer.decay.double().sigmoid()[:, None]
+        q = q - layer.D.double()[:, None] * p
+        g = -layer.A_log.double().exp() * F.softplus(layer.a_proj(x).double() + layer.dt_bias.double())
+        beta = layer.b_proj(x).double().sigmoid()
+        ref, _ = naive_recurrent_comba(q, k, v, p, g, beta, use_qk_l2norm_in_kernel=True, dtype=torch.float64)
+        ref = layer.o_proj(layer.o_norm(ref.float(), layer.g_proj(x).view(1, 9, HV, V)).reshape(1, 9, -1))
+    assert_close("o", ref, o, 1e-5)
+
+
+@pytest.mark.parametrize("window", [None, 3], ids=["causal", "window"])
+def test_attention_packed_batched_equals_per_document_loop(window):
+    """The batched packed path (one SDPA call with a block-diagonal causal mask; FlexAttention's
+    BlockMask on CUDA) == one SDPA call per document, uneven lengths incl. 1, GQA, with gradients."""
+    from flactl.layers.attn import _document_block_mask
+    torch.manual_seed(0)
+    layer = Attention(hidden_size=h, num_heads=4, num_kv_heads=2, window_size=window, layer_idx=0)
+    cu = torch.tensor([0, 1, 6, 7, 19, 20, 33])
+    T = 33
+    q = torch.randn(1, T, 4, 8, requires_grad=True)
+    k = torch.randn(1, T, 2, 8, requires_grad=True)
+    v = torch.randn(1, T, 2, 8, requires_grad=True)
+    do = torch.randn(1, T, 4, 8)
+    res = {}
+    for name, fn in (("loop", layer._packed_loop), ("batched", layer._packed)):
+        o = fn(q, k, v, cu)
+        grads = torch.autograd.grad((o * do).sum(), (q, k, v))
+        res[name] = (o.detach(), *grads)
+    for i, n in enumerate(("o", "dq", "dk", "dv")):
+        # not bitwise: the masked call reduces over longer (zero-padded) rows; float32 rounding only
+        assert_close(n, res["loop"][i], res["batched"][i], 1e-6)
+    # the FlexAttention mask_mod (eager flex on CPU = reference semantics of the CUDA kernel's mask)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "flex_attention called without torch.compile" (intended here)
+        bm = _document_block_mask(cu, T, window, "cpu", compiled=False)
+        o_flex = layer._flex(q.detach(), k.detach(), v.detach(), bm, compiled=False)
+    assert_close("flex", res["loop"][0], o_flex, 1e-6)
+    # the layer itself on a packed input (cu_seqlens) runs the batched path
+    x = torch.randn(1, T, h)
+    with torch.no_grad():
+        full = layer(x, cu_seqlens=cu)[0]
+        bounds = cu.tolist()
+        alone = torch.cat([layer(x[:, a:b])[0] for a, b in zip(bounds[:-1], bounds[1:])], 1)
+    assert_close("layer", alone, full, 1e-6)

@@ -33,6 +33,7 @@ TINY = {
     "gated_deltaproduct": dict(head_dim=8, num_heads=2, expand_v=1, num_householder=2, use_forget_gate=True,
                                allow_neg_eigval=True),
     "linear_attn": dict(num_heads=2, feature_map="hedgehog", norm_feature_map=True),
+    "comba": dict(head_dim=8, num_heads=2, num_v_heads=4, expand_v=1, correction_factor=0.5),
 }
 HYBRID = dict(attn={"layers": [1], "num_heads": 2, "num_kv_heads": 1, "window_size": 3})
 
@@ -202,3 +203,23 @@ def test_beam_search_runs():
     m = make("gla", **HYBRID)
     out = m.generate(ids(2, 4), max_new_tokens=3, num_beams=2, do_sample=False)
     assert out.shape == (2, 7)
+
+
+def test_hgrn2_config_derives_and_validates_expand_ratio():
+    """fla: expand_ratio is the forget-gate head dim; num_heads alone derives it; inconsistent values raise."""
+    cfg = AutoConfig.for_model("hgrn2", **{**COMMON, "num_heads": 4})
+    assert cfg.expand_ratio == COMMON["hidden_size"] // 4
+    m = AutoModelForCausalLM.from_config(cfg).float().eval()
+    with torch.no_grad():
+        assert torch.isfinite(m(ids(1, 5)).logits).all()  # used to crash here (expand_ratio=128)
+    cfg = AutoConfig.for_model("hgrn2", **{**COMMON, "hidden_size": 256})
+    assert (cfg.expand_ratio, cfg.num_heads) == (128, None)  # fla's default; the layer derives 2 heads
+    assert AutoConfig.for_model("hgrn2", **{**COMMON, "num_heads": 2, "expand_ratio": 16}).expand_ratio == 16
+    with pytest.raises(ValueError, match="num_heads.*expand_ratio.*hidden_size"):
+        AutoConfig.for_model("hgrn2", **{**COMMON, "num_heads": 4, "expand_ratio": 128})
+    with pytest.raises(ValueError, match="num_heads"):
+        AutoConfig.for_model("hgrn2", **{**COMMON, "num_heads": 5})
+    with pytest.raises(ValueError, match="expand_ratio"):
+        AutoConfig.for_model("hgrn2", **{**COMMON, "expand_ratio": 12})  # 2 heads * 12 != 32 lower-bound channels
+    with pytest.raises(ValueError, match="expand_ratio"):
+        AutoConfig.for_model("hgrn2", **COMMON)  # default 128 > hidden_size 32

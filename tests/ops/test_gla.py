@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import DEVICE, DTYPE, ON_GPU, assert_close, log_decay, randn, tol, uneven_cu_seqlens
+from helpers import DTYPE, ON_GPU, assert_close, log_decay, randn, tol, uneven_cu_seqlens
 
 from flactl.ops import force_backend
 from flactl.ops.gla import chunk_gla, naive_recurrent_gla

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import DEVICE, DTYPE, ON_GPU, assert_close, randn, tol, uneven_cu_seqlens
+from helpers import DTYPE, ON_GPU, assert_close, randn, tol, uneven_cu_seqlens
 
 from flactl.ops import force_backend
 from flactl.ops.retention import chunk_retention, naive_recurrent_retention, retention_log_decay

@@ -43,8 +43,6 @@ from ..utils.index import prepare_chunk_offsets
 _CONFIGS = [
     triton.Config({}, num_warps=4, num_stages=2),
     triton.Config({}, num_warps=8, num_stages=2),
-    triton.Config({}, num_warps=4, num_stages=3),
-    triton.Config({}, num_warps=8, num_stages=1),
 ]
 
 
@@ -134,11 +132,10 @@ def chunk_fwd_ho_kernel(
         p_v = (r_t * H + i_h)[:, None] * V + o_v[None, :]
         m_tv = m_t[:, None] & m_v[None, :]
         b_v = tl.load(v + p_v, mask=m_tv, other=0.0)
-        p_h = h + ((boc + i_t) * H + i_h) * K * V + o_kv
         if MODE == 2:
-            b_s = tl.load(p_h, mask=m_kv, other=0.0).to(tl.float32)
+            b_s = tl.load(h + ((boc + i_t) * H + i_h) * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
         elif STORE_H:
-            tl.store(p_h, b_s.to(h.dtype.element_ty), mask=m_kv)
+            tl.store(h + ((boc + i_t) * H + i_h) * K * V + o_kv, b_s.to(h.dtype.element_ty), mask=m_kv)
         b_g, b_gl, b_gk, b_gkl = _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, H, K, BT, BK,
                                              USE_G, USE_G_GAMMA, USE_GK)
         b_q = b_k
@@ -283,6 +280,10 @@ def split_walk(N: int, H: int, V: int, device) -> bool:
     forced = os.environ.get("FLACTL_CHUNK_SPLIT")
     if forced in ("0", "1"):
         return forced == "1"
+    if os.environ.get("FLACTL_CHUNK_SPLIT_AUTO", "0") != "1":
+        # The split path passes the CPU interpreter tests but has not yet run on the H100 (device time
+        # ran out); until the bf16 GPU tests confirm it, the GPU-verified fused walk is the default.
+        return False
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
     return N * H * triton.cdiv(V, 64) < 2 * sms
 

@@ -34,8 +34,6 @@ from ..utils.index import prepare_chunk_indices
 _CONFIGS = [
     triton.Config({}, num_warps=4, num_stages=2),
     triton.Config({}, num_warps=8, num_stages=2),
-    triton.Config({}, num_warps=4, num_stages=3),
-    triton.Config({}, num_warps=8, num_stages=3),
 ]
 
 

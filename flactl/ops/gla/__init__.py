@@ -1,18 +1,12 @@
 """GLA: gated linear attention with a per-key-channel log-decay g [B,T,H,K]."""
-from pathlib import Path
-
 import torch
 
 from ..probes import register_probe
+from .fused_recurrent import fused_recurrent_gla  # written by K-REC
 from .chunk import chunk_gla
 from .naive import naive_recurrent_gla
 
-__all__ = ["chunk_gla", "naive_recurrent_gla"]
-
-if (Path(__file__).parent / "fused_recurrent.py").exists():  # owned by the recurrent-kernel engineer
-    from .fused_recurrent import fused_recurrent_gla  # noqa: F401
-
-    __all__.append("fused_recurrent_gla")
+__all__ = ["fused_recurrent_gla", "chunk_gla", "naive_recurrent_gla"]
 
 
 def _probe_inputs(device, dtype):

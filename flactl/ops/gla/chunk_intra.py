@@ -36,8 +36,6 @@ from ..utils.index import prepare_chunk_indices
 _CONFIGS = [
     triton.Config({}, num_warps=4, num_stages=2),
     triton.Config({}, num_warps=2, num_stages=2),
-    triton.Config({}, num_warps=8, num_stages=2),
-    triton.Config({}, num_warps=4, num_stages=1),
 ]
 
 

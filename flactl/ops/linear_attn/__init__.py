@@ -1,18 +1,12 @@
 """Linear attention without decay (optionally normalised by q · cumsum(k))."""
-from pathlib import Path
-
 import torch
 
 from ..probes import register_probe
+from .fused_recurrent import fused_recurrent_linear_attn  # written by K-REC
 from .chunk import chunk_linear_attn, normalize_output
 from .naive import naive_recurrent_linear_attn
 
-__all__ = ["chunk_linear_attn", "naive_recurrent_linear_attn", "normalize_output"]
-
-if (Path(__file__).parent / "fused_recurrent.py").exists():  # owned by the recurrent-kernel engineer
-    from .fused_recurrent import fused_recurrent_linear_attn  # noqa: F401
-
-    __all__.append("fused_recurrent_linear_attn")
+__all__ = ["fused_recurrent_linear_attn", "chunk_linear_attn", "naive_recurrent_linear_attn", "normalize_output"]
 
 
 def _probe_inputs(device, dtype):

@@ -1,19 +1,13 @@
 """Retention (RetNet): simple GLA with the fixed decay log(1 - 2^(-5-h)) per head."""
-from pathlib import Path
-
 import torch
 
 from ..probes import register_probe
+from .fused_recurrent import fused_recurrent_retention  # written by K-REC
 from .chunk import chunk_retention, retention_log_decay
 from .parallel import parallel_retention
 from .naive import naive_recurrent_retention
 
-__all__ = ["parallel_retention", "chunk_retention", "naive_recurrent_retention", "retention_log_decay"]
-
-if (Path(__file__).parent / "fused_recurrent.py").exists():  # owned by the recurrent-kernel engineer
-    from .fused_recurrent import fused_recurrent_retention  # noqa: F401
-
-    __all__.append("fused_recurrent_retention")
+__all__ = ["fused_recurrent_retention", "parallel_retention", "chunk_retention", "naive_recurrent_retention", "retention_log_decay"]
 
 
 def _probe_inputs(device, dtype):

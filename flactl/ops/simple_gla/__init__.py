@@ -1,19 +1,13 @@
 """Simple GLA: linear attention with a scalar log-decay per head and step (g [B,T,H], g_gamma [H])."""
-from pathlib import Path
-
 import torch
 
 from ..probes import register_probe
+from .fused_recurrent import fused_recurrent_simple_gla  # written by K-REC
 from .chunk import chunk_simple_gla
 from .parallel import parallel_simple_gla
 from .naive import naive_recurrent_simple_gla
 
-__all__ = ["parallel_simple_gla", "chunk_simple_gla", "naive_recurrent_simple_gla"]
-
-if (Path(__file__).parent / "fused_recurrent.py").exists():  # owned by the recurrent-kernel engineer
-    from .fused_recurrent import fused_recurrent_simple_gla  # noqa: F401
-
-    __all__.append("fused_recurrent_simple_gla")
+__all__ = ["fused_recurrent_simple_gla", "parallel_simple_gla", "chunk_simple_gla", "naive_recurrent_simple_gla"]
 
 
 def _probe_inputs(device, dtype):

@@ -1,0 +1,17 @@
+"""Vectorised torch chunked simple GLA (the path CPU tensors take; see ../common/chunk_torch.py)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..common.chunk_torch import torch_chunk_linear
+
+
+def torch_chunk_simple_gla(q, k, v, g: Optional[torch.Tensor] = None, g_gamma: Optional[torch.Tensor] = None,
+                           scale: Optional[float] = None, initial_state=None, output_final_state=False,
+                           cu_seqlens=None, chunk_size: int = 64):
+    """Same arguments and returns as ``chunk_simple_gla``; float32 math, torch autograd."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    return torch_chunk_linear(q, k, v, g=g, g_gamma=g_gamma, scale=scale, initial_state=initial_state,
+                              output_final_state=output_final_state, cu_seqlens=cu_seqlens, chunk_size=chunk_size)
