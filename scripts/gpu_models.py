@@ -50,6 +50,7 @@ PARITY = {
     "linear_attn": ("LinearAttention", dict(num_heads=4)),
     "gated_deltaproduct": ("GatedDeltaProduct", dict(head_dim=64, num_heads=4, expand_v=1, num_householder=2,
                                                      use_forget_gate=True, allow_neg_eigval=True)),
+    "comba": ("Comba", dict(head_dim=64, num_heads=4, expand_v=1)),
 }
 
 

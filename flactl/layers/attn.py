@@ -3,11 +3,14 @@
 GQA (``num_kv_heads < num_heads``), sliding window (each query sees keys ``[i-W+1, i]``), RoPE by
 position id, optional qk RMSNorm and qkv bias. Keys/values are cached in the padded ``[B, T, H, D]``
 column layout of the ``attention_mask`` that ``generate`` passes, trimmed to the last ``window_size``
-columns when a window is set. Parameter names equal fla's ``Attention`` (``q_proj, k_proj, v_proj,
-o_proj, q_norm, k_norm``).
+columns when a window is set. Packed input (``cu_seqlens``) runs one batched call for all documents:
+FlexAttention with a document-causal (and windowed) BlockMask on CUDA, one SDPA call with a
+block-diagonal causal boolean mask otherwise (``_packed``). Parameter names equal fla's ``Attention``
+(``q_proj, k_proj, v_proj, o_proj, q_norm, k_norm``).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -142,9 +145,14 @@ class Attention(nn.Module):
         cache = _mask_cache(ctx)
         if q.is_cuda and _flex_usable(self.head_dim):
             key = ("flex", self.window_size, total)
-            if key not in cache:
-                cache[key] = _document_block_mask(cu_seqlens, total, self.window_size, q.device, compiled=True)
-            return self._flex(q, k, v, cache[key], compiled=True)
+            try:
+                if key not in cache:
+                    cache[key] = _document_block_mask(cu_seqlens, total, self.window_size, q.device, compiled=True)
+                return self._flex(q, k, v, cache[key], compiled=True)
+            except Exception as e:  # compile/lowering failure on this setup: batched SDPA from now on
+                _FLEX["ok"] = False
+                warnings.warn(f"FlexAttention unavailable ({type(e).__name__}: {e}); packed attention falls "
+                              f"back to SDPA with a block-diagonal mask", stacklevel=2)
         if total <= (_SDPA_MASK_MAX_CUDA if q.is_cuda else _SDPA_MASK_MAX_CPU):
             key = ("bool", self.window_size, total)
             if key not in cache:
@@ -171,30 +179,34 @@ class Attention(nn.Module):
 
 
 # Largest packed length for which the boolean [total, total] mask path is used (bytes = total^2).
-_SDPA_MASK_MAX_CPU = 4096
+_SDPA_MASK_MAX_CPU = 1024  # CPU SDPA may materialise [H, total, total] scores
 _SDPA_MASK_MAX_CUDA = 16384
 _FLEX = {}
 
 
 def _flex_usable(head_dim: int) -> bool:
-    """FlexAttention can run: importable, not disabled (FLACTL_FLEX_ATTENTION=0), head_dim >= 16."""
+    """FlexAttention can run: importable, enabled (FLACTL_FLEX_ATTENTION=1), head_dim a power of 2 >= 16.
+
+    Opt-in until the compiled CUDA path (forward and backward) has been verified on a GPU; the default
+    packed path is one SDPA call with a block-diagonal causal mask.
+    """
     if "ok" not in _FLEX:
         import os
-        ok = os.environ.get("FLACTL_FLEX_ATTENTION", "1") != "0"
+        ok = os.environ.get("FLACTL_FLEX_ATTENTION", "0") == "1"
         if ok:
             try:
                 from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: F401
             except ImportError:
                 ok = False
         _FLEX["ok"] = ok
-    return _FLEX["ok"] and head_dim >= 16
+    return _FLEX["ok"] and head_dim >= 16 and head_dim & (head_dim - 1) == 0
 
 
 def _compiled_flex():
     # Uncompiled flex_attention materialises the full score matrix; the compiled one is the fused kernel.
     if "fn" not in _FLEX:
         from torch.nn.attention.flex_attention import flex_attention
-        _FLEX["fn"] = torch.compile(flex_attention, dynamic=False)
+        _FLEX["fn"] = torch.compile(flex_attention)
     return _FLEX["fn"]
 
 
