@@ -12,7 +12,6 @@ with q, k, p L2-normalised in the kernel (after the correction) and grouped valu
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, comba_op
 from .base import RecurrentMixer
+from .utils import init_decay_gate_params
 
 
 class Comba(RecurrentMixer):
@@ -83,13 +83,8 @@ class Comba(RecurrentMixer):
         """A = U(0, 16) → A_log = log A; dt log-uniform in [1e-3, 0.1] → dt_bias = softplus^-1(dt);
         D = correction_factor, decay = 1 (fla's constructor values). ``init`` is torch.nn.init or
         transformers' guarded init (skips tensors loaded from a checkpoint)."""
+        init_decay_gate_params(init, self.A_log, self.dt_bias)
         copy = getattr(init, "copy_", None) or (lambda t, v: t.copy_(v))
-        if not getattr(self.A_log, "_is_hf_initialized", False):
-            copy(self.A_log, torch.empty_like(self.A_log).uniform_(0, 16).clamp_min(1e-4).log())
-        if not getattr(self.dt_bias, "_is_hf_initialized", False):
-            lo, hi = math.log(1e-3), math.log(0.1)
-            dt = torch.exp(torch.rand_like(self.dt_bias) * (hi - lo) + lo).clamp_min(1e-4)
-            copy(self.dt_bias, dt + torch.log(-torch.expm1(-dt)))
         if self.use_output_correction and not getattr(self.D, "_is_hf_initialized", False):
             copy(self.D, torch.full_like(self.D, float(self.correction_factor)))
         if self.use_inner_decay and not getattr(self.decay, "_is_hf_initialized", False):

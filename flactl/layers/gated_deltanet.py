@@ -9,7 +9,6 @@ fla's ``GatedDeltaNet`` (``A_log``, ``dt_bias``, ``a_proj``, ``b_proj``, ``o_nor
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 
 from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, delta_op
 from .base import RecurrentMixer
+from .utils import init_decay_gate_params
 
 
 class GatedDeltaNet(RecurrentMixer):
@@ -69,13 +69,7 @@ class GatedDeltaNet(RecurrentMixer):
     def init_extra_parameters(self, init):
         """A = U(0, 16) → A_log = log A; dt log-uniform in [1e-3, 0.1] → dt_bias = softplus^-1(dt).
         ``init`` is torch.nn.init or transformers' guarded init (skips tensors loaded from a checkpoint)."""
-        copy = getattr(init, "copy_", None) or (lambda t, v: t.copy_(v))
-        if not getattr(self.A_log, "_is_hf_initialized", False):
-            copy(self.A_log, torch.empty_like(self.A_log).uniform_(0, 16).clamp_min(1e-4).log())
-        if not getattr(self.dt_bias, "_is_hf_initialized", False):
-            lo, hi = math.log(1e-3), math.log(0.1)
-            dt = torch.exp(torch.rand_like(self.dt_bias) * (hi - lo) + lo).clamp_min(1e-4)
-            copy(self.dt_bias, dt + torch.log(-torch.expm1(-dt)))
+        init_decay_gate_params(init, self.A_log, self.dt_bias)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 past_key_values=None, use_cache: bool = False, output_attentions: bool = False,

@@ -10,7 +10,6 @@ which is the same recurrence (see ``_deps.delta_product_op``). Parameter names f
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 
 from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, delta_product_op
 from .base import RecurrentMixer
+from .utils import init_decay_gate_params
 
 
 class GatedDeltaProduct(RecurrentMixer):
@@ -68,13 +68,7 @@ class GatedDeltaProduct(RecurrentMixer):
     def init_extra_parameters(self, init):
         if not self.use_forget_gate:
             return
-        copy = getattr(init, "copy_", None) or (lambda t, v: t.copy_(v))
-        if not getattr(self.A_log, "_is_hf_initialized", False):
-            copy(self.A_log, torch.empty_like(self.A_log).uniform_(0, 16).clamp_min(1e-4).log())
-        if not getattr(self.dt_bias, "_is_hf_initialized", False):
-            lo, hi = math.log(1e-3), math.log(0.1)
-            dt = torch.exp(torch.rand_like(self.dt_bias) * (hi - lo) + lo).clamp_min(1e-4)
-            copy(self.dt_bias, dt + torch.log(-torch.expm1(-dt)))
+        init_decay_gate_params(init, self.A_log, self.dt_bias)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 past_key_values=None, use_cache: bool = False, output_attentions: bool = False,

@@ -9,6 +9,7 @@ column layout as the ``attention_mask`` that ``generate`` passes at every step.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -184,3 +185,23 @@ def rope_qk(q: torch.Tensor, k: torch.Tensor, ctx: SeqContext, dim: int, base: f
                     rotary_embedding(k, cos, sin, seqlen_offsets=ctx.past_len, cu_seqlens=cu))
     cos, sin = rotary_cos_sin(ctx.positions, dim, base, q.dtype)
     return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+
+
+@torch.no_grad()
+def init_decay_gate_params(init, A_log: torch.nn.Parameter, dt_bias: torch.nn.Parameter,
+                           A_range=(0.0, 16.0), dt_min: float = 1e-3, dt_max: float = 0.1,
+                           dt_floor: float = 1e-4) -> None:
+    """Mamba-style initialisation of the in-kernel decay gate g = -exp(A_log) * softplus(a + dt_bias).
+
+    A ~ U(A_range) -> A_log = log A; dt log-uniform in [dt_min, dt_max] (floored) -> dt_bias =
+    softplus^-1(dt). ``init`` is torch.nn.init or transformers' guarded init; tensors already loaded
+    from a checkpoint (``_is_hf_initialized``) are left alone. Shared by Gated DeltaNet, Gated
+    DeltaProduct and Comba (the values fla's constructors use).
+    """
+    copy = getattr(init, "copy_", None) or (lambda t, v: t.copy_(v))
+    if not getattr(A_log, "_is_hf_initialized", False):
+        copy(A_log, torch.empty_like(A_log).uniform_(*A_range).clamp_min(dt_floor).log())
+    if not getattr(dt_bias, "_is_hf_initialized", False):
+        lo, hi = math.log(dt_min), math.log(dt_max)
+        dt = torch.exp(torch.rand_like(dt_bias) * (hi - lo) + lo).clamp_min(dt_floor)
+        copy(dt_bias, dt + torch.log(-torch.expm1(-dt)))
