@@ -64,7 +64,7 @@ def test_init_dtype_and_hybrid_attention(tmp_path):
     (["gla", *TINY, "--attn-layers", "5"], "attn"),                         # layer out of range
     (["gla", *TINY, "--dtype", "float8"], "dtype"),
     (["gla", *TINY, "--set", "novalue"], "key=value"),
-    (["hgrn2", *TINY], "forward"),  # constructs, but num_heads * expand_ratio != hidden_size cannot run
+    (["hgrn2", *TINY, "--set", "expand_ratio=8"], "expand_ratio"),  # num_heads * expand_ratio != hidden_size
 ])
 def test_init_bad_input_exits_2_and_writes_nothing(tmp_path, args, hint):
     out = tmp_path / "never"
