@@ -138,3 +138,25 @@ def test_bad_inputs():
         fused_recurrent_gated_delta_rule(q, k, v, g, beta, initial_state=x["initial_state"][:, :2])
     with pytest.raises(ValueError, match="head_first"):
         chunk_gated_delta_rule(q, k, v, g, beta, head_first=False)
+
+
+@pytest.mark.parametrize("mode", ["chunk", "fused_recurrent"])
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_value_head_dim_over_256_is_split_exactly(mode, backend, nan_poison):
+    """V > 256 (flame's Gated DeltaNet 340M uses head_v 512) runs as exact column slices of <= 256."""
+    x = _inputs(1, 33, 1, 2, 16, 300, logits=True)
+    if backend == "torch" and ON_GPU:
+        pytest.skip("the torch path is for CPU tensors")
+    with force_backend(backend):
+        _compare(MODES[mode], x, use_gate_in_kernel=True, use_beta_sigmoid_in_kernel=True,
+                 use_qk_l2norm_in_kernel=True)
+
+
+def test_value_head_dim_split_rejects_inplace_and_bad_state():
+    x = _inputs(1, 4, 1, 1, 16, 300)
+    with pytest.raises(ValueError, match="inplace_final_state"):
+        fused_recurrent_gated_delta_rule(**{n: t.detach() for n, t in x.items()}, inplace_final_state=True)
+    bad = {n: t.detach() for n, t in x.items()}
+    bad["initial_state"] = bad["initial_state"][..., :299]
+    with pytest.raises(ValueError, match="initial_state"):
+        chunk_gated_delta_rule(**bad)

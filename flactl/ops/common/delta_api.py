@@ -15,6 +15,12 @@ from .delta_recurrent import FusedRecurrentDeltaFunction, fused_recurrent_delta_
 from .delta_torch import torch_chunk_delta
 
 _IGNORED = {"cu_seqlens_cpu", "chunk_indices", "cp_context"}
+# Largest value head dim one kernel launch handles. Larger V (e.g. flame's Gated DeltaNet 340M: head_v 512)
+# is split into column slices: in the delta rule every value column of the state evolves independently
+# (S[:, j] is updated by beta * k * (v_j - k^T S[:, j])), and w/A (the WY factors) do not depend on v, so
+# running the op on slices of v and concatenating o and the final state is exact; autograd sums the
+# slices' contributions to q, k, beta, g.
+MAX_V_PER_CALL = 256
 _KNOWN = {"use_gate_in_kernel", "A_log", "dt_bias", "use_beta_sigmoid_in_kernel", "allow_neg_eigval",
           "state_v_first", "chunk_size", "inplace_final_state"}
 
@@ -37,9 +43,36 @@ def _check_p(p, k, l2):
     return l2norm(p).contiguous() if l2 else p.contiguous()
 
 
+def _split_over_v(op, q, k, v, beta, g, initial_state, output_final_state, kwargs, rest):
+    """Run ``op`` on value-column slices of at most MAX_V_PER_CALL and join the results (see above)."""
+    if kwargs.get("inplace_final_state"):
+        raise ValueError(f"inplace_final_state supports a value head dim up to {MAX_V_PER_CALL}, got {v.shape[-1]}")
+    state_v_first = kwargs.get("state_v_first", False)
+    vdim = -2 if state_v_first else -1
+    if initial_state is not None and (not isinstance(initial_state, torch.Tensor) or initial_state.dim() != 4
+                                      or initial_state.shape[vdim] != v.shape[-1]):
+        raise ValueError(f"initial_state must be [N, HV, {'V, K' if state_v_first else 'K, V'}] with "
+                         f"V={v.shape[-1]}, got {tuple(initial_state.shape) if isinstance(initial_state, torch.Tensor) else initial_state}")
+    v_parts = v.split(MAX_V_PER_CALL, dim=-1)
+    h_parts = initial_state.split(MAX_V_PER_CALL, dim=vdim) if initial_state is not None else [None] * len(v_parts)
+    outs = [op(q, k, vi, beta, g, initial_state=hi, output_final_state=output_final_state, **rest, **kwargs)
+            for vi, hi in zip(v_parts, h_parts)]
+    o = torch.cat([x[0] for x in outs], dim=-1)
+    ht = torch.cat([x[1] for x in outs], dim=vdim) if output_final_state else None
+    return o, ht
+
+
+def _needs_v_split(v) -> bool:
+    return isinstance(v, torch.Tensor) and v.dim() == 4 and v.shape[-1] > MAX_V_PER_CALL
+
+
 def delta_chunk_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, output_final_state,
                    cu_seqlens, use_qk_l2norm_in_kernel=False, p=None, **kwargs):
     _check_kwargs(kwargs)
+    if _needs_v_split(v):
+        rest = dict(gated=gated, allow_gva=allow_gva, scale=scale, cu_seqlens=cu_seqlens,
+                    use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, p=p)
+        return _split_over_v(delta_chunk_op, q, k, v, beta, g, initial_state, output_final_state, kwargs, rest)
     p = _check_p(p, k, use_qk_l2norm_in_kernel)
     state_v_first = kwargs.get("state_v_first", False)
     q, k, v, beta, g, scale, h0 = prepare_delta_inputs(
@@ -59,6 +92,10 @@ def delta_chunk_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, 
 def delta_recurrent_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, output_final_state,
                        cu_seqlens, use_qk_l2norm_in_kernel=False, p=None, **kwargs):
     _check_kwargs(kwargs)
+    if _needs_v_split(v):
+        rest = dict(gated=gated, allow_gva=allow_gva, scale=scale, cu_seqlens=cu_seqlens,
+                    use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, p=p)
+        return _split_over_v(delta_recurrent_op, q, k, v, beta, g, initial_state, output_final_state, kwargs, rest)
     state_v_first = kwargs.get("state_v_first", False)
     gate_in = bool(kwargs.get("use_gate_in_kernel", False))
     beta_sig = bool(kwargs.get("use_beta_sigmoid_in_kernel", False))
