@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ._deps import short_conv
+from ._deps import ShortConvolution, short_conv
 from .utils import SeqContext, get_layer_state, layer_context, use_recurrent_mode
 
 
@@ -40,6 +40,28 @@ class RecurrentMixer(nn.Module):
             outs.append(y)
             finals.append(final)
         return outs, (tuple(finals) if use_cache else None)
+
+    def build_qkv(self, hidden_size: int, q_dim: int, k_dim: int, v_dim: int, use_short_conv: bool,
+                  conv_size: int, conv_bias: bool, qk_activation: Optional[str] = "silu") -> None:
+        """q/k/v projections (no bias) and, with ``use_short_conv``, their causal short convolutions,
+        under fla's parameter names (``q_proj``…, ``q_conv1d``…). The v conv always uses silu."""
+        self.q_proj = nn.Linear(hidden_size, q_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, k_dim, bias=False)
+        self.v_proj = nn.Linear(hidden_size, v_dim, bias=False)
+        if use_short_conv:
+            self.q_conv1d = ShortConvolution(q_dim, conv_size, bias=conv_bias, activation=qk_activation)
+            self.k_conv1d = ShortConvolution(k_dim, conv_size, bias=conv_bias, activation=qk_activation)
+            self.v_conv1d = ShortConvolution(v_dim, conv_size, bias=conv_bias, activation="silu")
+
+    def project_qkv(self, x: torch.Tensor, state, use_cache: bool, cu_seqlens):
+        """q, k, v = projections of x, through the short convs when the layer has them (carrying their
+        decoding windows in ``state``) → (q, k, v, new conv state or None)."""
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if not self.use_short_conv:
+            return q, k, v, None
+        (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
+                                               state, use_cache, cu_seqlens)
+        return q, k, v, conv_state
 
     def save(self, past_key_values, use_cache: bool, ctx: SeqContext, **states):
         if past_key_values is not None and use_cache:

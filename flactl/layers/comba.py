@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, comba_op
+from ._deps import FusedRMSNormGated, RMSNorm, comba_op
 from .base import RecurrentMixer
 from .utils import init_decay_gate_params
 
@@ -51,9 +51,7 @@ class Comba(RecurrentMixer):
         self.use_output_gate, self.use_short_conv = use_output_gate, use_short_conv
         self.use_output_correction, self.use_inner_decay = use_output_correction, use_inner_decay
         self.correction_factor = correction_factor
-        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        self.build_qkv(hidden_size, self.key_dim, self.key_dim, self.value_dim, use_short_conv, conv_size, conv_bias)
         if use_output_correction:
             self.D = nn.Parameter(torch.empty(num_heads))
             self.D._no_weight_decay = True
@@ -67,10 +65,6 @@ class Comba(RecurrentMixer):
         self.A_log._no_weight_decay = True
         self.dt_bias._no_weight_decay = True
         self.init_extra_parameters(nn.init)
-        if use_short_conv:
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
-            self.k_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
-            self.v_conv1d = ShortConvolution(self.value_dim, conv_size, bias=conv_bias, activation="silu")
         if use_output_gate:
             self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
             self.o_norm = FusedRMSNormGated(self.head_v_dim, eps=norm_eps)
@@ -95,12 +89,8 @@ class Comba(RecurrentMixer):
                 cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
         x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
         cu = ctx.cu_seqlens
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        conv_state = None
-        if self.use_short_conv:
-            (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
-                                                   state, use_cache, cu)
-        else:
+        q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
+        if not self.use_short_conv:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
         lead = x.shape[:2]
         q = q.view(*lead, self.num_heads, self.head_k_dim)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, delta_op
+from ._deps import FusedRMSNormGated, RMSNorm, delta_op
 from .base import RecurrentMixer
 
 
@@ -49,16 +49,9 @@ class DeltaNet(RecurrentMixer):
         self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
         self.use_beta, self.use_gate, self.use_short_conv = use_beta, use_gate, use_short_conv
         self.allow_neg_eigval, self.qk_activation, self.qk_norm = allow_neg_eigval, qk_activation, qk_norm
-        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
-        self.v_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        self.build_qkv(hidden_size, self.key_dim, self.key_dim, self.value_dim, use_short_conv, conv_size, conv_bias, qk_activation="silu" if qk_activation == "silu" else None)
         if use_beta:
             self.b_proj = nn.Linear(hidden_size, num_heads, bias=False)
-        if use_short_conv:
-            act = "silu" if qk_activation == "silu" else None
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation=act)
-            self.k_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation=act)
-            self.v_conv1d = ShortConvolution(self.value_dim, conv_size, bias=conv_bias, activation="silu")
         if use_gate:
             self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
             self.o_norm = FusedRMSNormGated(self.head_v_dim, eps=norm_eps)
@@ -71,12 +64,8 @@ class DeltaNet(RecurrentMixer):
                 cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
         x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
         cu = ctx.cu_seqlens
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        conv_state = None
-        if self.use_short_conv:
-            (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
-                                                   state, use_cache, cu)
-        else:
+        q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
+        if not self.use_short_conv:
             if self.qk_activation == "silu":
                 q, k = F.silu(q), F.silu(k)
             v = F.silu(v)

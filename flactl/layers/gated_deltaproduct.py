@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, delta_product_op
+from ._deps import FusedRMSNormGated, RMSNorm, delta_product_op
 from .base import RecurrentMixer
 from .utils import init_decay_gate_params
 
@@ -42,9 +42,7 @@ class GatedDeltaProduct(RecurrentMixer):
         self.use_forget_gate, self.allow_neg_eigval = use_forget_gate, allow_neg_eigval
         self.use_output_gate, self.use_short_conv = use_output_gate, use_short_conv
         n = num_householder
-        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, self.key_dim * n, bias=False)
-        self.v_proj = nn.Linear(hidden_size, self.value_dim * n, bias=False)
+        self.build_qkv(hidden_size, self.key_dim, self.key_dim * n, self.value_dim * n, use_short_conv, conv_size, conv_bias)
         self.b_proj = nn.Linear(hidden_size, num_heads * n, bias=False)
         if use_forget_gate:
             self.a_proj = nn.Linear(hidden_size, num_heads, bias=False)
@@ -53,10 +51,6 @@ class GatedDeltaProduct(RecurrentMixer):
             self.A_log._no_weight_decay = True
             self.dt_bias._no_weight_decay = True
             self.init_extra_parameters(nn.init)
-        if use_short_conv:
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
-            self.k_conv1d = ShortConvolution(self.key_dim * n, conv_size, bias=conv_bias, activation="silu")
-            self.v_conv1d = ShortConvolution(self.value_dim * n, conv_size, bias=conv_bias, activation="silu")
         if use_output_gate:
             self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
             self.o_norm = FusedRMSNormGated(self.head_v_dim, eps=norm_eps)
@@ -75,12 +69,8 @@ class GatedDeltaProduct(RecurrentMixer):
                 cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
         x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
         cu = ctx.cu_seqlens
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        conv_state = None
-        if self.use_short_conv:
-            (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
-                                                   state, use_cache, cu)
-        else:
+        q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
+        if not self.use_short_conv:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
         B, T = x.shape[:2]
         n, H, K, V = self.num_householder, self.num_heads, self.head_k_dim, self.head_v_dim

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, linear_op
+from ._deps import FusedRMSNormGated, RMSNorm, linear_op
 from .base import RecurrentMixer
 
 _ACT = {"swish": F.silu, "silu": F.silu, "sigmoid": torch.sigmoid, "relu": F.relu, "gelu": F.gelu}
@@ -59,15 +59,9 @@ class GatedLinearAttention(RecurrentMixer):
         self.use_short_conv, self.use_output_gate = use_short_conv, use_output_gate
         self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
 
-        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
-        self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
+        self.build_qkv(hidden_size, self.key_dim, self.key_dim_per_group, self.value_dim_per_group, use_short_conv, conv_size, conv_bias)
         if use_output_gate:
             self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
-        if use_short_conv:
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
-            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
-            self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
         self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
                                      nn.Linear(gate_low_rank_dim, self.key_dim_per_group, bias=True))
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
@@ -83,11 +77,7 @@ class GatedLinearAttention(RecurrentMixer):
                 cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
         x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
         cu = ctx.cu_seqlens
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        conv_state = None
-        if self.use_short_conv:
-            (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
-                                                   state, use_cache, cu)
+        q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
         gk = self.gk_proj(x)
         lead = x.shape[:2]
         q = q.view(*lead, self.num_heads, self.head_k_dim)

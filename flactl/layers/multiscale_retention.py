@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, _real, linear_op
+from ._deps import FusedRMSNormGated, RMSNorm, _real, linear_op
 from .base import RecurrentMixer
 from .gla import _ACT, _FEATURE
 from .utils import rope_qk
@@ -53,15 +53,9 @@ class MultiScaleRetention(RecurrentMixer):
         self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
         self.feature_map_fn = _FEATURE[feature_map]
         self.use_short_conv, self.use_output_gate, self.rope_theta = use_short_conv, use_output_gate, rope_theta
-        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
-        self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
-        self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
+        self.build_qkv(hidden_size, self.key_dim, self.key_dim_per_group, self.value_dim_per_group, use_short_conv, conv_size, conv_bias)
         if use_output_gate:
             self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
-        if use_short_conv:
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
-            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
-            self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
         self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
         if self.fuse_norm_and_gate:
@@ -75,11 +69,7 @@ class MultiScaleRetention(RecurrentMixer):
                 cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
         x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
         cu = ctx.cu_seqlens
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        conv_state = None
-        if self.use_short_conv:
-            (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
-                                                   state, use_cache, cu)
+        q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
         lead = x.shape[:2]
         q = q.view(*lead, self.num_heads, self.head_k_dim)
         k = k.view(*lead, self.num_kv_heads, self.head_k_dim)
