@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ._deps import ShortConvolution, short_conv
+from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, short_conv
 from .utils import SeqContext, get_layer_state, layer_context, use_recurrent_mode
 
 
@@ -62,6 +62,35 @@ class RecurrentMixer(nn.Module):
         (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
                                                state, use_cache, cu_seqlens)
         return q, k, v, conv_state
+
+    def build_gated_output(self, hidden_size: int, value_dim: int, head_v_dim: int, use_gate: bool,
+                           norm_eps: float) -> None:
+        """Output path of the delta-rule family: per-head RMSNorm, gated by silu(g_proj(x)) when
+        ``use_gate`` (fused), then ``o_proj`` (fla's names ``g_proj``, ``o_norm``, ``o_proj``)."""
+        self._output_gated = use_gate
+        if use_gate:
+            self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
+            self.o_norm = FusedRMSNormGated(head_v_dim, eps=norm_eps)
+        else:
+            self.o_norm = RMSNorm(head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)
+
+    def gated_output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """o [B, T, H, V] (heads of the kernel output), x the layer input → o_proj(norm(o) · gate)."""
+        if self._output_gated:
+            o = self.o_norm(o, self.g_proj(x).view(o.shape))
+        else:
+            o = self.o_norm(o)
+        return self.o_proj(o.reshape(*o.shape[:2], -1))
+
+    def build_decay_gate(self, hidden_size: int, num_heads: int) -> None:
+        """Parameters of the in-kernel decay gate g = -exp(A_log) · softplus(a_proj(x) + dt_bias),
+        kept out of weight decay like fla's (initialised by ``utils.init_decay_gate_params``)."""
+        self.a_proj = nn.Linear(hidden_size, num_heads, bias=False)
+        self.A_log = nn.Parameter(torch.empty(num_heads, dtype=torch.float32))
+        self.dt_bias = nn.Parameter(torch.empty(num_heads, dtype=torch.float32))
+        self.A_log._no_weight_decay = True
+        self.dt_bias._no_weight_decay = True
 
     def save(self, past_key_values, use_cache: bool, ctx: SeqContext, **states):
         if past_key_values is not None and use_cache:

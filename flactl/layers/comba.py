@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._deps import FusedRMSNormGated, RMSNorm, comba_op
+from ._deps import comba_op
 from .base import RecurrentMixer
 from .utils import init_decay_gate_params
 
@@ -58,19 +58,10 @@ class Comba(RecurrentMixer):
         if use_inner_decay:
             self.decay = nn.Parameter(torch.empty(num_heads))
             self.decay._no_weight_decay = True
-        self.a_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
+        self.build_decay_gate(hidden_size, self.num_v_heads)
         self.b_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
-        self.A_log = nn.Parameter(torch.empty(self.num_v_heads, dtype=torch.float32))
-        self.dt_bias = nn.Parameter(torch.empty(self.num_v_heads, dtype=torch.float32))
-        self.A_log._no_weight_decay = True
-        self.dt_bias._no_weight_decay = True
         self.init_extra_parameters(nn.init)
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
-            self.o_norm = FusedRMSNormGated(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+        self.build_gated_output(hidden_size, self.value_dim, self.head_v_dim, use_output_gate, norm_eps)
 
     @torch.no_grad()
     def init_extra_parameters(self, init):
@@ -107,9 +98,5 @@ class Comba(RecurrentMixer):
                          use_gate_in_kernel=True, A_log=self.A_log, dt_bias=self.dt_bias,
                          use_beta_sigmoid_in_kernel=True)
         self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
-        if self.use_output_gate:
-            o = self.o_norm(o, self.g_proj(x).view(*lead, self.num_v_heads, self.head_v_dim))
-        else:
-            o = self.o_norm(o)
-        o = self.o_proj(o.reshape(*lead, self.value_dim))
+        o = self.gated_output(o, x)
         return self.finish(o, ctx, repad), None, past_key_values

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._deps import FusedRMSNormGated, RMSNorm, delta_op
+from ._deps import delta_op
 from .base import RecurrentMixer
 
 
@@ -52,12 +52,7 @@ class DeltaNet(RecurrentMixer):
         self.build_qkv(hidden_size, self.key_dim, self.key_dim, self.value_dim, use_short_conv, conv_size, conv_bias, qk_activation="silu" if qk_activation == "silu" else None)
         if use_beta:
             self.b_proj = nn.Linear(hidden_size, num_heads, bias=False)
-        if use_gate:
-            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
-            self.o_norm = FusedRMSNormGated(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+        self.build_gated_output(hidden_size, self.value_dim, self.head_v_dim, use_gate, norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
@@ -82,9 +77,5 @@ class DeltaNet(RecurrentMixer):
         o, ht = delta_op(mode, q, k, v, beta, initial_state=h0, output_final_state=use_cache, cu_seqlens=cu,
                          use_qk_l2norm_in_kernel=self.qk_norm == "l2")
         self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
-        if self.use_gate:
-            o = self.o_norm(o, self.g_proj(x).view(*lead, self.num_heads, self.head_v_dim))
-        else:
-            o = self.o_norm(o)
-        o = self.o_proj(o.reshape(*lead, self.value_dim))
+        o = self.gated_output(o, x)
         return self.finish(o, ctx, repad), None, past_key_values

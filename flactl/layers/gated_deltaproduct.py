@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._deps import FusedRMSNormGated, RMSNorm, delta_product_op
+from ._deps import delta_product_op
 from .base import RecurrentMixer
 from .utils import init_decay_gate_params
 
@@ -45,18 +45,9 @@ class GatedDeltaProduct(RecurrentMixer):
         self.build_qkv(hidden_size, self.key_dim, self.key_dim * n, self.value_dim * n, use_short_conv, conv_size, conv_bias)
         self.b_proj = nn.Linear(hidden_size, num_heads * n, bias=False)
         if use_forget_gate:
-            self.a_proj = nn.Linear(hidden_size, num_heads, bias=False)
-            self.A_log = nn.Parameter(torch.empty(num_heads, dtype=torch.float32))
-            self.dt_bias = nn.Parameter(torch.empty(num_heads, dtype=torch.float32))
-            self.A_log._no_weight_decay = True
-            self.dt_bias._no_weight_decay = True
+            self.build_decay_gate(hidden_size, num_heads)
             self.init_extra_parameters(nn.init)
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
-            self.o_norm = FusedRMSNormGated(self.head_v_dim, eps=norm_eps)
-        else:
-            self.o_norm = RMSNorm(self.head_v_dim, eps=norm_eps)
-        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+        self.build_gated_output(hidden_size, self.value_dim, self.head_v_dim, use_output_gate, norm_eps)
 
     @torch.no_grad()
     def init_extra_parameters(self, init):
@@ -87,9 +78,5 @@ class GatedDeltaProduct(RecurrentMixer):
         o, ht = delta_product_op(mode, q.view(B, T, H, K), k, v, g, beta, n, initial_state=h0,
                                  output_final_state=use_cache, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
         self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
-        if self.use_output_gate:
-            o = self.o_norm(o, self.g_proj(x).view(B, T, H, V))
-        else:
-            o = self.o_norm(o)
-        o = self.o_proj(o.reshape(B, T, self.value_dim))
+        o = self.gated_output(o, x)
         return self.finish(o, ctx, repad), None, past_key_values
