@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import assert_close
+from helpers import ON_GPU, assert_close
 
 from flactl.layers import (Attention, Comba, DeltaNet, GatedDeltaNet, GatedDeltaProduct, GatedLinearAttention, HGRN2Attention,
                            HGRNAttention, LinearAttention, Mamba2, MultiScaleRetention)
@@ -53,6 +53,9 @@ def make(name):
 @pytest.mark.parametrize("training", [True, False], ids=["chunk", "recurrent"])
 @pytest.mark.parametrize("name", [n for n in LAYERS if n != "attn"])
 def test_triton_kernels_match_torch_path(name, training):
+    """CPU only: the interpreted Triton kernels against the torch path that CPU tensors take."""
+    if ON_GPU:
+        pytest.skip("compares the CPU torch path with the interpreted kernels; the GPU tests cover the kernels")
     layer = make(name).train(training)
     x = torch.randn(1, 19, h, requires_grad=True)
     cu = torch.tensor([0, 6, 19])

@@ -93,6 +93,13 @@ def test_gpu_large(K, V, T, dtype):
     check(2, T, 4, K, V, use_g=True, dtype=dtype, g_low=0.95)
 
 
+@pytest.mark.parametrize("K,V", [(32, 64), (16, 64), (32, 128), (64, 32)])
+def test_small_key_dims_all_value_blocks(K, V):
+    """Block shapes of the dq/dk kernel for small K (BK=32) against every BV. On the H100 with Triton 3.6
+    BK=32 x BV=64 in bf16 crashed (illegal address) or gave wrong dq/dk; chunk_o now pairs BK=32 with BV=32."""
+    check(2, 130, 2, K, V, use_g=True, use_gamma=True)
+
+
 def test_bad_inputs():
     q, k, v = randn(2, 8, 2, 16), randn(2, 8, 2, 16), randn(2, 8, 2, 16)
     with pytest.raises(ValueError, match="q"):

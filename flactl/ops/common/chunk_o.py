@@ -189,7 +189,9 @@ def chunk_bwd_dqk(
         NT = chunk_indices.shape[0]
     BK = max(32, min(triton.next_power_of_2(K), 128))
     NK = triton.cdiv(K, BK)
-    BV = max(32, min(triton.next_power_of_2(V), 64))
+    # BK=32 with BV=64 in bf16 is miscompiled by Triton 3.6 on Hopper (illegal memory access or wrong
+    # dq/dk; found by tests/ops/test_simple_gla.py on the H100): keep BV=32 whenever BK=32.
+    BV = 32 if BK == 32 else max(32, min(triton.next_power_of_2(V), 64))
     scalar_gate = g is not None or g_gamma is not None
     if gk is not None:
         dq = q.new_empty(B, T, H, K, dtype=torch.float32)
