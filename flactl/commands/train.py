@@ -21,10 +21,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(recipe: Path, overrides: List[str], num_gpus: int, port: Optional[int] = None) -> List[str]:
-    """The ``accelerate launch`` command line that ``--num-gpus N`` re-executes (one process per GPU)."""
+def launch_command(recipe: Path, overrides: List[str], num_gpus: int, port: Optional[int] = None,
+                   cpu: bool = False) -> List[str]:
+    """The ``accelerate launch`` command line that ``--num-gpus N`` re-executes (one process per GPU;
+    with ``cpu``, N CPU processes over gloo: the same distributed code path, testable without a GPU)."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_gpus),
-           "--num_machines", "1", "--multi_gpu", "--main_process_port", str(port or _free_port()),
+           "--num_machines", "1", "--cpu" if cpu else "--multi_gpu", "--main_process_port", str(port or _free_port()),
            # precision and FSDP/DDP come from the recipe (the Accelerator's arguments win over these)
            "--mixed_precision", "no", "--dynamo_backend", "no",
            "--module", "flactl", "train", str(recipe)]
@@ -73,7 +75,9 @@ def train(
     if num_gpus > 1 and not _in_distributed_launch():
         import subprocess
 
-        cmd = launch_command(recipe, set_, num_gpus)
+        import torch
+
+        cmd = launch_command(recipe, set_, num_gpus, cpu=r.train.device == "cpu" or not torch.cuda.is_available())
         typer.echo("[flactl train] launching: " + " ".join(cmd[1:]), err=True)
         raise typer.Exit(subprocess.call(cmd))
 

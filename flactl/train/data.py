@@ -1,6 +1,7 @@
 """Data: documents → online tokenisation → packed fixed-length rows with per-document boundaries.
 
-Pipeline for one *shard* (one dataloader worker of one rank; ``shard = rank × workers + worker``):
+Pipeline for one *stream* (``data.streams`` of them, dealt to ranks and dataloader workers: see
+``stream_layout``):
 
 1. Each source yields documents of this shard only, in a deterministic order (map-style datasets: a
    seeded permutation per epoch, position ``shard, shard + S, …``; streaming datasets: the
@@ -31,7 +32,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
-from flactl.train.recipe import DataSection, RecipeError, SourceSection, resolve_files
+from flactl.train.recipe import DataSection, RecipeError, SourceSection, resolve_files, stream_layout
 from flactl.train.synthetic import generated_doc
 
 log = logging.getLogger("flactl.train")
@@ -296,62 +297,72 @@ class PackedStream:
 # ------------------------------------------------------------------------------- loader (workers)
 
 class _WorkerDataset:
-    """torch IterableDataset body: worker w serves logical stream (w + rotate) % W of this rank."""
+    """torch IterableDataset body: worker w serves local streams first + w, first + w + nw, … (mod n)."""
 
-    def __init__(self, make_stream, states, rotate: int, num_workers: int):
-        self.make_stream, self.states, self.rotate, self.W = make_stream, states, rotate, num_workers
+    def __init__(self, make_stream, states, first: int, num_workers: int):
+        self.make_stream, self.states, self.first, self.nw = make_stream, states, first, num_workers
 
     def __iter__(self):
         import torch
 
         info = torch.utils.data.get_worker_info()
         w = info.id if info is not None else 0
-        logical = (w + self.rotate) % self.W
-        stream = self.make_stream(logical)
-        if self.states[logical] is not None:
-            stream.load_state_dict(self.states[logical])
+        n = len(self.states)
+        mine = [(self.first + w + self.nw * i) % n for i in range(n // self.nw)]
+        streams = {}
+        for j in mine:
+            streams[j] = self.make_stream(j)
+            if self.states[j] is not None:
+                streams[j].load_state_dict(self.states[j])
         while True:
-            batch = stream.next_batch()
-            yield logical, batch, stream.state_dict()
+            for j in mine:
+                batch = streams[j].next_batch()
+                yield j, batch, streams[j].state_dict()
 
 
 class ResumableLoader:
-    """Micro-batches for one rank, from ``data.num_workers`` worker processes (or in-process when 0).
+    """Micro-batches for one rank: its data streams visited in turn (see ``stream_layout``), produced
+    by ``data.num_workers`` worker processes (or in-process when 0).
 
-    torch's DataLoader hands out worker outputs round-robin, so the order is deterministic. Each
-    batch carries its worker's position after producing it; ``state_dict`` holds the latest position
-    of every worker and which worker is next. On resume, workers are rotated so the next one starts.
+    torch's DataLoader hands out worker outputs round-robin and worker w owns every nw-th local
+    stream, so the order is deterministic. Each batch carries its stream's position after producing
+    it; ``state_dict`` holds the latest position of every local stream and which one is next. On
+    resume the streams are re-dealt to the workers starting from the next one, so the worker count
+    may change between runs; the process count and ``data.streams`` may not.
     """
 
     def __init__(self, cfg: DataSection, tokenizer, micro_batch: int, rank: int, world: int, seed: int):
-        self.W = max(1, cfg.num_workers)
-        self.use_workers = cfg.num_workers > 0
+        self.L, self.shards = stream_layout(cfg, rank, world)
+        self.nw = cfg.num_workers
         self.cfg, self.tok, self.B, self.rank, self.world, self.seed = cfg, tokenizer, micro_batch, rank, world, seed
-        self.states: List[Optional[Dict[str, Any]]] = [None] * self.W
-        self.next_logical = 0
+        self.states: List[Optional[Dict[str, Any]]] = [None] * len(self.shards)
+        self.next_local = 0
         self._it = None
 
-    def _make_stream(self, logical: int) -> PackedStream:
-        return PackedStream(self.cfg, self.tok, self.B, self.rank * self.W + logical, self.world * self.W, self.seed)
+    def _make_stream(self, j: int) -> PackedStream:
+        return PackedStream(self.cfg, self.tok, self.B, self.shards[j], self.L, self.seed)
 
     def _start(self):
-        if not self.use_workers:
-            stream = self._make_stream(0)
-            if self.states[0] is not None:
-                stream.load_state_dict(self.states[0])
+        if self.nw == 0:
+            streams = [self._make_stream(j) for j in range(len(self.shards))]
+            for st, state in zip(streams, self.states):
+                if state is not None:
+                    st.load_state_dict(state)
 
             def gen():
+                j = self.next_local
                 while True:
-                    b = stream.next_batch()
-                    yield 0, b, stream.state_dict()
+                    b = streams[j].next_batch()
+                    yield j, b, streams[j].state_dict()
+                    j = (j + 1) % len(streams)
             return gen()
         import torch
 
         class _DS(_WorkerDataset, torch.utils.data.IterableDataset):
             pass
 
-        ds = _DS(self._make_stream, list(self.states), self.next_logical, self.W)
-        dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.W, prefetch_factor=4,
+        ds = _DS(self._make_stream, list(self.states), self.next_local, self.nw)
+        dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=self.nw, prefetch_factor=4,
                                          persistent_workers=False, pin_memory=False)
         return iter(dl)
 
@@ -361,18 +372,19 @@ class ResumableLoader:
     def __next__(self) -> Dict[str, Any]:
         if self._it is None:
             self._it = self._start()
-        logical, batch, state = next(self._it)
-        self.states[logical] = state
-        self.next_logical = (logical + 1) % self.W
+        j, batch, state = next(self._it)
+        self.states[j] = state
+        self.next_local = (j + 1) % len(self.shards)
         return batch
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"states": list(self.states), "next": self.next_logical, "workers": self.W,
+        return {"states": list(self.states), "next": self.next_local, "streams": self.L,
                 "world": self.world, "rank": self.rank}
 
     def load_state_dict(self, s: Dict[str, Any]) -> None:
-        if s["workers"] != self.W or s["world"] != self.world:
+        if s.get("streams") != self.L or s["world"] != self.world:
             raise RecipeError(
-                f"data.num_workers: the checkpoint was written with {s['world']} process(es) × "
-                f"{s['workers']} worker(s); resume needs the same (now {self.world} × {self.W})")
-        self.states, self.next_logical, self._it = list(s["states"]), s["next"], None
+                f"data.streams: the checkpoint was written with {s.get('streams')} data streams over "
+                f"{s['world']} process(es); resume needs the same (now {self.L} over {self.world}). "
+                f"Set data.streams to the checkpoint's value to change data.num_workers.")
+        self.states, self.next_local, self._it = list(s["states"]), s["next"], None

@@ -5,7 +5,7 @@ A recipe has these tables (every key optional except the model and at least one 
     [run]        dir, seed, steps | tokens
     [model]      family + [model.config] | preset | path
     [tokenizer]  path ("byte" = built-in byte tokenizer, or a local tokenizer directory)
-    [data]       seq_len, varlen, context_len, num_workers, shuffle, [[data.sources]] (type, path, ...)
+    [data]       seq_len, varlen, context_len, num_workers, streams, shuffle, [[data.sources]] (type, path, ...)
     [batch]      micro_batch (rows per device per micro-step), global_batch | tokens_per_step
     [optim]      lr, betas, eps, weight_decay, fused, max_grad_norm
     [schedule]   type (cosine|linear|wsd|constant), warmup_steps, min_lr_ratio, decay_ratio
@@ -85,6 +85,8 @@ class DataSection:
     varlen: bool = True       # pass cu_seqlens so no token sees another document
     context_len: int = 0      # split documents longer than this inside a row (0 = no split)
     num_workers: int = 0
+    streams: int = 0          # data streams over all processes (0: processes × workers); fix it to make
+    #                           the global batch independent of the GPU count
     shuffle: bool = True
     tokenize_batch: int = 64  # documents tokenised per call
     sources: List[SourceSection] = field(default_factory=list)
@@ -344,6 +346,8 @@ def _check(r: Recipe) -> None:
         raise RecipeError(f"data.seq_len: must be ≥ 2, got {d.seq_len}")
     if d.context_len and d.context_len > d.seq_len:
         raise RecipeError(f"data.context_len: {d.context_len} exceeds data.seq_len {d.seq_len}")
+    if d.num_workers < 0 or d.streams < 0:
+        raise RecipeError("data.num_workers / data.streams: must be ≥ 0")
     if d.tokenize_batch < 1:
         raise RecipeError("data.tokenize_batch: must be ≥ 1")
     if not d.sources:
@@ -402,7 +406,31 @@ def plan_batch(r: Recipe, world_size: int) -> BatchPlan:
     steps = r.run.steps
     if not steps:
         steps = max(1, int(r.run.tokens // (gb * seq)))
+    stream_layout(r.data, 0, world_size)  # data.streams / data.num_workers fit this process count
     return BatchPlan(world_size, b.micro_batch, gb // per_step, gb, seq, steps)
+
+
+def stream_layout(cfg: DataSection, rank: int, world: int):
+    """(total streams L, this rank's stream ids in visiting order).
+
+    Global micro-batch n (counted over steps, accumulation micro-steps and ranks, rank fastest) comes
+    from stream ``n % L``. Rank r handles n = k·world + r, so its k-th micro-batch comes from stream
+    ``world·(k mod L/world) + r``: its streams are r, r + world, r + 2·world, … visited in turn. With a
+    fixed ``data.streams`` the global batch of every step is therefore the same for any number of
+    processes that divides it (1 GPU with 4 accumulation steps == 2 GPUs with 2 == 4 GPUs with 1).
+    ``data.streams = 0`` (default) uses processes × workers streams: fewest streams, but the data
+    order then depends on the process count.
+    """
+    L = cfg.streams or world * max(1, cfg.num_workers)
+    if L % world:
+        raise RecipeError(f"data.streams: {L} streams cannot be split over {world} processes "
+                          f"(use a multiple of {world})")
+    n_local = L // world
+    if cfg.num_workers > 0 and n_local % cfg.num_workers:
+        raise RecipeError(f"data.num_workers: {cfg.num_workers} workers cannot share this process's "
+                          f"{n_local} data streams evenly (data.streams={L} over {world} processes); "
+                          f"use a divisor of {n_local}")
+    return L, [rank + world * j for j in range(n_local)]
 
 
 def resolve_files(pattern: str) -> List[str]:

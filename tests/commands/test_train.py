@@ -72,6 +72,7 @@ def test_num_gpus_launch_line():
     i = cmd.index("-m")
     assert cmd[i + 1] == "accelerate.commands.launch"
     assert cmd[cmd.index("--num_processes") + 1] == "2" and "--multi_gpu" in cmd
+    assert "--cpu" in launch_command("r.toml", [], 2, port=29999, cpu=True)
     assert cmd[cmd.index("--module"):] == ["--module", "flactl", "train", "r.toml", "--set", "optim.lr=1e-3"]
 
 
@@ -111,3 +112,27 @@ def test_two_process_ddp_kill_and_resume(tmp_path):
     p = run(part)
     assert p.returncode == 0 and "resumed from" in p.stdout, p.stdout + p.stderr
     assert losses(part) == losses(full)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_num_gpus_two_processes_match_one_process(tmp_path):
+    """`flactl train --num-gpus 2` (here two CPU processes under accelerate launch) with a fixed
+    data.streams sees the same global batches as one process with twice the accumulation, so the
+    losses agree to float32 reduction-order noise."""
+    import subprocess
+    import sys
+
+    def run(run_dir, *extra):
+        env = dict(os.environ, OMP_NUM_THREADS="1", FLACTL_OPS_BACKEND="torch")
+        cmd = [sys.executable, "-m", "flactl", "train", TINY, *SMALL, "--set", f"run.dir={run_dir}",
+               "--set", "run.steps=4", "--set", "data.streams=2", "--set", "checkpoint.export=false", *extra]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
+        with open(os.path.join(run_dir, "log.jsonl")) as fh:
+            return [r["loss"] for r in map(json.loads, fh)]
+
+    one = run(str(tmp_path / "one"))
+    two = run(str(tmp_path / "two"), "--num-gpus", "2")
+    assert len(one) == len(two) == 4
+    assert max(abs(a - b) for a, b in zip(one, two)) < 1e-5, (one, two)

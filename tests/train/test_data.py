@@ -135,8 +135,9 @@ def test_packed_stream_resume(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_loader_with_workers_resumes_exactly(tmp_path):
-    """Two dataloader worker processes; the position saved mid-way resumes with the same batches."""
-    cfg = _data(tmp_path, seq_len=16, num_workers=2)
+    """Two dataloader worker processes; the position saved mid-way resumes with the same batches, with or
+    without workers (the positions belong to the data streams, not to the workers)."""
+    cfg = _data(tmp_path, seq_len=16, num_workers=2, streams=4)
     a = ResumableLoader(cfg, TOK, 2, rank=1, world=2, seed=0)
     first = [next(a) for _ in range(5)]
     state = a.state_dict()
@@ -147,10 +148,42 @@ def test_loader_with_workers_resumes_exactly(tmp_path):
     # Workers serve distinct shards: no row repeats across the two workers.
     rows = [tuple(r.tolist()) for x in first + rest for r in x["input_ids"]]
     assert len(set(rows)) == len(rows)
-    # Same stream as the in-process loader? No: shards differ by layout; resuming across layouts is refused.
-    c = ResumableLoader(_data(tmp_path, seq_len=16, num_workers=0), TOK, 2, rank=1, world=2, seed=0)
+    # The streams' positions do not depend on the workers: an in-process loader resumes the same rows.
+    c = ResumableLoader(_data(tmp_path, seq_len=16, num_workers=0, streams=4), TOK, 2, rank=1, world=2, seed=0)
+    c.load_state_dict(state)
+    assert _batches_equal(rest, [next(c) for _ in range(3)])
+    # A different stream layout is refused, naming the key.
+    d = ResumableLoader(_data(tmp_path, seq_len=16, num_workers=2, streams=8), TOK, 2, rank=1, world=2, seed=0)
+    with pytest.raises(ValueError, match="data.streams"):
+        d.load_state_dict(state)
+
+
+@pytest.mark.timeout(300)
+def test_fixed_streams_give_the_same_global_batches_for_any_process_count(tmp_path):
+    """data.streams=4: 1 process × 4 micro-steps, 2 × 2 and 4 × 1 see the same micro-batches per step."""
+    cfg = _data(tmp_path, seq_len=16, num_workers=0, streams=4)
+    steps, per_step = 3, 4
+
+    def global_batches(world, workers=0):
+        c = _data(tmp_path, seq_len=16, num_workers=workers, streams=4)
+        loaders = [ResumableLoader(c, TOK, 2, rank=r, world=world, seed=0) for r in range(world)]
+        out = []
+        for _ in range(steps):
+            step = []
+            for _a in range(per_step // world):
+                step += [next(ld)["input_ids"] for ld in loaders]  # rank-fastest global order
+            out.append(torch.cat(step))
+        return out
+
+    one = global_batches(1)
+    for world, workers in ((2, 0), (4, 0), (2, 2)):
+        other = global_batches(world, workers)
+        assert all(torch.equal(a, b) for a, b in zip(one, other)), (world, workers)
+    assert len({tuple(r.tolist()) for b in one for r in b}) == steps * per_step * 2  # distinct rows
+    with pytest.raises(ValueError, match="data.streams"):
+        ResumableLoader(cfg, TOK, 2, rank=0, world=3, seed=0)
     with pytest.raises(ValueError, match="data.num_workers"):
-        c.load_state_dict(state)
+        ResumableLoader(_data(tmp_path, seq_len=16, num_workers=3, streams=4), TOK, 2, rank=0, world=1, seed=0)
 
 
 @pytest.mark.parametrize("kind", ["text", "parquet", "disk", "disk-streaming"])
