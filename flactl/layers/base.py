@@ -6,9 +6,14 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ._deps import FusedRMSNormGated, RMSNorm, ShortConvolution, short_conv
 from .utils import SeqContext, get_layer_state, layer_context, use_recurrent_mode
+
+
+# Output-gate activations of the GLA-style mixers (fla's ``gate_fn`` values).
+GATE_ACTIVATIONS = {"swish": F.silu, "silu": F.silu, "sigmoid": torch.sigmoid, "relu": F.relu, "gelu": F.gelu}
 
 
 class RecurrentMixer(nn.Module):
@@ -62,6 +67,46 @@ class RecurrentMixer(nn.Module):
         (q, k, v), conv_state = self.run_convs((self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v),
                                                state, use_cache, cu_seqlens)
         return q, k, v, conv_state
+
+    def build_heads(self, hidden_size: int, num_heads: int, num_kv_heads: Optional[int], expand_k: float,
+                    expand_v: float) -> None:
+        """Head layout of the GLA-style mixers (fla's attribute names): key/value widths from the
+        expansion ratios, GQA groups of ``num_heads // num_kv_heads`` query heads per k/v head."""
+        self.hidden_size, self.num_heads = hidden_size, num_heads
+        self.num_kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
+        self.num_kv_groups = num_heads // self.num_kv_heads
+        self.key_dim, self.value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
+        if self.key_dim % num_heads or self.value_dim % num_heads:
+            raise ValueError(f"key_dim {self.key_dim} and value_dim {self.value_dim} must be divisible by "
+                             f"num_heads {num_heads}")
+        self.key_dim_per_group = self.key_dim // self.num_kv_groups
+        self.value_dim_per_group = self.value_dim // self.num_kv_groups
+        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
+
+    def build_norm_gate_output(self, hidden_size: int, use_output_gate: bool, gate_fn: str, fuse_norm: bool,
+                               elementwise_affine: Optional[bool], norm_eps: float) -> None:
+        """Output path of GLA / RetNet (fla's names): per-head RMSNorm times ``gate_fn(g_proj(x))``
+        (``g_norm_swish_gate``, fused, for swish), or the norm alone without an output gate; then
+        ``o_proj``. Needs ``build_heads`` first."""
+        self.use_output_gate = use_output_gate
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+        self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
+        if self.fuse_norm_and_gate:
+            self.g_norm_swish_gate = FusedRMSNormGated(self.head_v_dim, elementwise_affine, norm_eps)
+        else:
+            self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
+            self.gate_fn = GATE_ACTIVATIONS[gate_fn]
+
+    def norm_gate_output(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """o [B, T, H, V] (kernel output heads), x the layer input → o_proj(norm(o) · gate)."""
+        if self.use_output_gate:
+            g = self.g_proj(x).view(o.shape)
+            o = self.g_norm_swish_gate(o, g) if self.fuse_norm_and_gate else self.g_norm(o) * self.gate_fn(g)
+        else:
+            o = self.g_norm(o)
+        return self.o_proj(o.reshape(*o.shape[:2], self.value_dim))
 
     def build_gated_output(self, hidden_size: int, value_dim: int, head_v_dim: int, use_gate: bool,
                            norm_eps: float) -> None:

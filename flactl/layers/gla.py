@@ -13,10 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._deps import FusedRMSNormGated, RMSNorm, linear_op
+from ._deps import linear_op
 from .base import RecurrentMixer
 
-_ACT = {"swish": F.silu, "silu": F.silu, "sigmoid": torch.sigmoid, "relu": F.relu, "gelu": F.gelu}
 _FEATURE = {None: None, "identity": None, "relu": F.relu, "elu": lambda x: F.elu(x) + 1, "swish": F.silu,
             "silu": F.silu, "sigmoid": torch.sigmoid}
 
@@ -43,34 +42,17 @@ class GatedLinearAttention(RecurrentMixer):
                  **kwargs):
         super().__init__()
         self.mode, self.layer_idx = mode, layer_idx
-        self.hidden_size, self.num_heads = hidden_size, num_heads
-        self.num_kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
-        self.num_kv_groups = num_heads // self.num_kv_heads
-        self.key_dim, self.value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
-        self.key_dim_per_group = self.key_dim // self.num_kv_groups
-        self.value_dim_per_group = self.value_dim // self.num_kv_groups
-        if self.key_dim % num_heads or self.value_dim % num_heads:
-            raise ValueError(f"key_dim {self.key_dim} and value_dim {self.value_dim} must be divisible by "
-                             f"num_heads {num_heads}")
-        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
+        self.build_heads(hidden_size, num_heads, num_kv_heads, expand_k, expand_v)
         if feature_map not in _FEATURE:
             raise ValueError(f"feature_map must be one of {list(_FEATURE)}, got {feature_map!r}")
         self.feature_map_fn = _FEATURE[feature_map]
-        self.use_short_conv, self.use_output_gate = use_short_conv, use_output_gate
+        self.use_short_conv = use_short_conv
         self.gate_logit_normalizer, self.clamp_min = gate_logit_normalizer, clamp_min
 
         self.build_qkv(hidden_size, self.key_dim, self.key_dim_per_group, self.value_dim_per_group, use_short_conv, conv_size, conv_bias)
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
         self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
                                      nn.Linear(gate_low_rank_dim, self.key_dim_per_group, bias=True))
-        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
-        self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
-        if self.fuse_norm_and_gate:
-            self.g_norm_swish_gate = FusedRMSNormGated(self.head_v_dim, elementwise_affine, norm_eps)
-        else:
-            self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
-            self.gate_fn = _ACT[gate_fn]
+        self.build_norm_gate_output(hidden_size, use_output_gate, gate_fn, fuse_norm, elementwise_affine, norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
@@ -94,13 +76,4 @@ class GatedLinearAttention(RecurrentMixer):
         h0 = state.get("recurrent_state") if state is not None else None
         o, ht = linear_op(mode, q, k, v, gk=gk, initial_state=h0, output_final_state=use_cache, cu_seqlens=cu)
         self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
-        if self.use_output_gate:
-            g = self.g_proj(x).view(*lead, self.num_heads, self.head_v_dim)
-            if self.fuse_norm_and_gate:
-                o = self.g_norm_swish_gate(o, g)
-            else:
-                o = self.g_norm(o) * self.gate_fn(g)
-        else:
-            o = self.g_norm(o)
-        o = self.o_proj(o.reshape(*lead, self.value_dim))
-        return self.finish(o, ctx, repad), None, past_key_values
+        return self.finish(self.norm_gate_output(o, x), ctx, repad), None, past_key_values

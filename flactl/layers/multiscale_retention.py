@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn as nn
 
-from ._deps import FusedRMSNormGated, RMSNorm, _real, linear_op
+from ._deps import _real, linear_op
 from .base import RecurrentMixer
-from .gla import _ACT, _FEATURE
+from .gla import _FEATURE
 from .utils import rope_qk
 
 
@@ -44,25 +43,11 @@ class MultiScaleRetention(RecurrentMixer):
                  rope_theta: float = 10000.0, **kwargs):
         super().__init__()
         self.mode, self.layer_idx = mode, layer_idx
-        self.hidden_size, self.num_heads = hidden_size, num_heads
-        self.num_kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
-        self.num_kv_groups = num_heads // self.num_kv_heads
-        self.key_dim, self.value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
-        self.key_dim_per_group = self.key_dim // self.num_kv_groups
-        self.value_dim_per_group = self.value_dim // self.num_kv_groups
-        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
+        self.build_heads(hidden_size, num_heads, num_kv_heads, expand_k, expand_v)
         self.feature_map_fn = _FEATURE[feature_map]
-        self.use_short_conv, self.use_output_gate, self.rope_theta = use_short_conv, use_output_gate, rope_theta
+        self.use_short_conv, self.rope_theta = use_short_conv, rope_theta
         self.build_qkv(hidden_size, self.key_dim, self.key_dim_per_group, self.value_dim_per_group, use_short_conv, conv_size, conv_bias)
-        if use_output_gate:
-            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
-        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
-        self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
-        if self.fuse_norm_and_gate:
-            self.g_norm_swish_gate = FusedRMSNormGated(self.head_v_dim, elementwise_affine, norm_eps)
-        else:
-            self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=elementwise_affine, eps=norm_eps)
-            self.gate_fn = _ACT[gate_fn]
+        self.build_norm_gate_output(hidden_size, use_output_gate, gate_fn, fuse_norm, elementwise_affine, norm_eps)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
@@ -87,10 +72,4 @@ class MultiScaleRetention(RecurrentMixer):
         else:
             o, ht = linear_op(mode, q, k, v, g_gamma=retention_log_decay(self.num_heads, q.device), **kw)
         self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
-        if self.use_output_gate:
-            g = self.g_proj(x).view(*lead, self.num_heads, self.head_v_dim)
-            o = self.g_norm_swish_gate(o, g) if self.fuse_norm_and_gate else self.g_norm(o) * self.gate_fn(g)
-        else:
-            o = self.g_norm(o)
-        o = self.o_proj(o.reshape(*lead, self.value_dim))
-        return self.finish(o, ctx, repad), None, past_key_values
+        return self.finish(self.norm_gate_output(o, x), ctx, repad), None, past_key_values

@@ -23,8 +23,7 @@ import triton
 import triton.language as tl
 
 from ..utils.autotune import autotune
-from ..utils.backend import use_triton
-from .fused_recurrent import check_hgrn_inputs
+from .fused_recurrent import HGRN_ARGS_DOC, run_hgrn
 
 # first config is the one pinned under FLACTL_AUTOTUNE=0 / the interpreter
 CONFIGS = [
@@ -163,23 +162,14 @@ def chunk_hgrn(
 ):
     """HGRN recurrence h_t = exp(g_t) * h_{t-1} + x_t, o_t = h_t, scanning [BT, BD] tiles in parallel.
 
-    Args:
-        x: inputs [B, T, D]; g: log forget gates [B, T, D] (<= 0).
-        initial_state: [N, D] (N = B, or the number of sequences in ``cu_seqlens``).
-        output_final_state: also return the float32 final state [N, D].
-        cu_seqlens: int [N+1] packed-sequence offsets (B must be 1).
-    Returns:
-        (o [B, T, D] in x's dtype, final_state [N, D] float32 or None)
+    {args}
 
     Example:
         >>> x = torch.randn(1, 100, 64)
         >>> g = torch.nn.functional.logsigmoid(torch.randn(1, 100, 64))
         >>> o, ht = chunk_hgrn(x, g, output_final_state=True)
     """
-    check_hgrn_inputs(x, g, initial_state, cu_seqlens)
-    if not use_triton(x):
-        from .torch_chunk import torch_chunk_hgrn
-        return torch_chunk_hgrn(x, g, initial_state, output_final_state, cu_seqlens)
-    x, g = x.contiguous(), g.contiguous()
-    initial_state = initial_state.contiguous() if initial_state is not None else None
-    return ChunkHGRNFunction.apply(x, g, initial_state, output_final_state, cu_seqlens)
+    return run_hgrn(ChunkHGRNFunction.apply, x, g, initial_state, output_final_state, cu_seqlens)
+
+
+chunk_hgrn.__doc__ = chunk_hgrn.__doc__.replace("{args}", HGRN_ARGS_DOC)

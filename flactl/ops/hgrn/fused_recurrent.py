@@ -151,6 +151,27 @@ def check_hgrn_inputs(x, g, initial_state, cu_seqlens) -> int:
     return N
 
 
+HGRN_ARGS_DOC = """Args:
+        x: inputs [B, T, D]; g: log forget gates [B, T, D] (<= 0).
+        initial_state: [N, D] (N = B, or the number of sequences in ``cu_seqlens``).
+        output_final_state: also return the float32 final state [N, D].
+        cu_seqlens: int [N+1] packed-sequence offsets (B must be 1).
+    Returns:
+        (o [B, T, D] in x's dtype, final_state [N, D] float32 or None)"""
+
+
+def run_hgrn(kernels, x, g, initial_state, output_final_state, cu_seqlens):
+    """What both public HGRN ops share: validation, the torch path for CPU tensors, contiguous inputs
+    for ``kernels(x, g, initial_state, output_final_state, cu_seqlens)``."""
+    check_hgrn_inputs(x, g, initial_state, cu_seqlens)
+    if not use_triton(x):
+        from .torch_chunk import torch_chunk_hgrn
+        return torch_chunk_hgrn(x, g, initial_state, output_final_state, cu_seqlens)
+    x, g = x.contiguous(), g.contiguous()
+    initial_state = initial_state.contiguous() if initial_state is not None else None
+    return kernels(x, g, initial_state, output_final_state, cu_seqlens)
+
+
 # Longer inputs go to the tile-scan kernels of chunk.py: same math, parallel over time inside each
 # tile (2-3x faster than walking tokens one by one at training lengths on an H100). Tests lower it.
 TOKEN_KERNEL_MAX_T = 64
@@ -168,26 +189,19 @@ def fused_recurrent_hgrn(
     Inputs longer than ``TOKEN_KERNEL_MAX_T`` tokens run the tile-scan kernels of ``chunk_hgrn``
     (identical results up to float32 rounding, much faster for training).
 
-    Args:
-        x: inputs [B, T, D]; g: log forget gates [B, T, D] (<= 0).
-        initial_state: [N, D] (N = B, or the number of sequences in ``cu_seqlens``).
-        output_final_state: also return the float32 final state [N, D].
-        cu_seqlens: int [N+1] packed-sequence offsets (B must be 1).
-    Returns:
-        (o [B, T, D] in x's dtype, final_state [N, D] float32 or None)
+    {args}
 
     Example:
         >>> x = torch.randn(2, 16, 32)
         >>> g = torch.nn.functional.logsigmoid(torch.randn(2, 16, 32))
         >>> o, ht = fused_recurrent_hgrn(x, g, output_final_state=True)
     """
-    check_hgrn_inputs(x, g, initial_state, cu_seqlens)
-    if not use_triton(x):
-        from .torch_chunk import torch_chunk_hgrn
-        return torch_chunk_hgrn(x, g, initial_state, output_final_state, cu_seqlens)
-    x, g = x.contiguous(), g.contiguous()
-    initial_state = initial_state.contiguous() if initial_state is not None else None
-    if x.shape[1] > TOKEN_KERNEL_MAX_T:
-        from .chunk import ChunkHGRNFunction
-        return ChunkHGRNFunction.apply(x, g, initial_state, output_final_state, cu_seqlens)
-    return FusedRecurrentHGRNFunction.apply(x, g, initial_state, output_final_state, cu_seqlens)
+    def kernels(x, g, initial_state, output_final_state, cu_seqlens):
+        if x.shape[1] > TOKEN_KERNEL_MAX_T:
+            from .chunk import ChunkHGRNFunction
+            return ChunkHGRNFunction.apply(x, g, initial_state, output_final_state, cu_seqlens)
+        return FusedRecurrentHGRNFunction.apply(x, g, initial_state, output_final_state, cu_seqlens)
+    return run_hgrn(kernels, x, g, initial_state, output_final_state, cu_seqlens)
+
+
+fused_recurrent_hgrn.__doc__ = fused_recurrent_hgrn.__doc__.replace("{args}", HGRN_ARGS_DOC)

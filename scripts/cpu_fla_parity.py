@@ -1,0 +1,243 @@
+"""CPU checkpoint / logit parity: fla 0.6.0 (run through Triton's interpreter) vs flactl (pure-torch CPU path).
+
+    pip install --no-deps --target /tmp/peer .peer/*.whl          # fla 0.6.0, pure Python
+    PYTHONPATH=/tmp/peer .venv/bin/python scripts/cpu_fla_parity.py --out /tmp/cpu_parity
+    FAMILIES=delta_net,hgrn .venv/bin/python ...                      # a subset
+
+For each family (configs: ``PARITY`` of scripts/gpu_models.py, small: hidden 256, 2 layers, vocab 1000) build
+fla's model (random init, seed 0), ``save_pretrained``, load the directory with ``AutoModelForCausalLM`` after
+``import flactl`` (flactl's classes win the Auto registration), report missing / unexpected keys, then compare
+float32 logits (batch 2) for these cases:
+
+    T64            fla picks fused_recurrent (its layers switch at T <= 64)
+    T130           fla uses its configured mode (chunk for every family here)
+    T130_recurrent fla's layers forced to ``mode='fused_recurrent'`` (cross-check of fla's two paths)
+
+If logits differ, per-layer hidden states (``output_hidden_states=True``) are compared too and the first diverging
+index is reported. flactl's greedy generate with cache is compared with generate without cache.
+
+fla's kernels are Triton-only; they run here under TRITON_INTERPRET=1 with two in-process patches of Triton's
+interpreter (fla's and flactl's files are untouched):
+  * Autotuner: keep only the first config after pruning (benchmarking needs a GPU driver: "0 active drivers").
+  * Interpreter AST rewrite: a ``for i in range(..)`` loop variable becomes a Triton tensor (compiled Triton gives
+    a tensor; the interpreter gives a Python int, and fla's ``i_t.to(tl.int64)`` fails with AttributeError).
+fla's Mamba2 has no Triton path on CPU: it runs its own ``torch_forward``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before torch / triton are imported
+
+import argparse  # noqa: E402
+import ast  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+
+import torch  # noqa: E402
+
+START = time.time()
+
+SMALL = dict(hidden_size=256, num_hidden_layers=2, vocab_size=1000, max_position_embeddings=4096)
+PARITY = {  # same as scripts/gpu_models.py (minus gla_gqa_conv / transformer)
+    "delta_net": ("DeltaNet", dict(num_heads=4)),
+    "mamba2": ("Mamba2", dict(head_dim=64, state_size=64, expand=2)),
+    "hgrn": ("HGRN", dict(expand_ratio=1)),
+    "hgrn2": ("HGRN2", dict(expand_ratio=64)),
+    "linear_attn": ("LinearAttention", dict(num_heads=4)),
+    "gated_deltaproduct": ("GatedDeltaProduct", dict(head_dim=64, num_heads=4, expand_v=1, num_householder=2,
+                                                     use_forget_gate=True, allow_neg_eigval=True)),
+    "comba": ("Comba", dict(head_dim=64, num_heads=4, expand_v=1)),
+    # controls (matched on GPU before)
+    "gla": ("GLA", dict(num_heads=4, expand_k=0.5, expand_v=1)),
+    "gated_deltanet": ("GatedDeltaNet", dict(head_dim=64, num_heads=2, num_v_heads=4, expand_v=1)),
+    "retnet": ("RetNet", dict(num_heads=4)),
+}
+CASES = (("T64", 64, None), ("T130", 130, None), ("T130_recurrent", 130, "fused_recurrent"))
+
+
+def log(*a):
+    print(f"[{time.time() - START:6.1f}s]", *a, flush=True)
+
+
+def patch_triton_interpreter():
+    import triton.runtime.autotuner as at
+    import triton.runtime.interpreter as ti
+
+    orig_prune = at.Autotuner.prune_configs
+
+    def prune_first(self, kwargs, *a, **k):
+        return orig_prune(self, kwargs, *a, **k)[:1]
+
+    at.Autotuner.prune_configs = prune_first
+
+    def visit_For(self, node):
+        node = self.generic_visit(node)
+        it = node.iter
+        is_range = isinstance(it, ast.Call) and (
+            (isinstance(it.func, ast.Name) and it.func.id == "range")
+            or (isinstance(it.func, ast.Attribute) and it.func.attr == "range"))
+        if isinstance(node.target, ast.Name) and is_range:
+            conv = ast.Assign(
+                targets=[ast.Name(id=node.target.id, ctx=ast.Store())],
+                value=ast.Call(func=ast.Attribute(value=ast.Name(id="interpreter_semantic", ctx=ast.Load()),
+                                                  attr="to_tensor", ctx=ast.Load()),
+                               args=[ast.Name(id=node.target.id, ctx=ast.Load()), ast.Constant(value=False)],
+                               keywords=[]))
+            node.body.insert(0, ast.copy_location(conv, node))
+        return node
+
+    ti.ASTTransformer.visit_For = visit_For
+
+
+def compare(a, b):
+    a, b = a.float(), b.float()
+    return {"max_abs": (a - b).abs().max().item(),
+            "rel_rms": ((a - b).pow(2).mean().sqrt() / a.pow(2).mean().sqrt().clamp_min(1e-30)).item(),
+            "ref_absmax": a.abs().max().item()}
+
+
+def fla_modes(model):
+    return sorted({str(m.mode) for m in model.modules() if hasattr(m, "mode") and isinstance(getattr(m, "mode"), str)})
+
+
+def set_fla_mode(model, mode):
+    old = {}
+    for n, m in model.named_modules():
+        if isinstance(getattr(m, "mode", None), str):
+            old[n] = m.mode
+            m.mode = mode
+    return old
+
+
+def restore_fla_mode(model, old):
+    for n, m in model.named_modules():
+        if n in old:
+            m.mode = old[n]
+
+
+def run_family(name, cls, kw, tol):
+    from transformers import AutoModelForCausalLM
+    import fla.models as fm
+
+    r = {}
+    Cfg, LM = getattr(fm, cls + "Config"), getattr(fm, cls + "ForCausalLM")
+    torch.manual_seed(0)
+    ref = LM(Cfg(**SMALL, **kw)).float().eval()
+    r["fla_modes"] = fla_modes(ref)
+    with tempfile.TemporaryDirectory() as d:
+        ref.save_pretrained(d)
+        cfg_json = json.load(open(os.path.join(d, "config.json")))
+        ours, info = AutoModelForCausalLM.from_pretrained(d, output_loading_info=True, dtype=torch.float32)
+    r["class"] = f"{type(ours).__module__}.{type(ours).__name__}"
+    r["is_flactl"] = type(ours).__module__.startswith("flactl")
+    r["missing"], r["unexpected"] = sorted(info["missing_keys"]), sorted(info["unexpected_keys"])
+    r["mismatched"] = [str(x) for x in info.get("mismatched_keys", [])]
+    r["model_type"] = cfg_json.get("model_type")
+    # weights identical after load?
+    sd_ref, sd_ours = ref.state_dict(), ours.state_dict()
+    r["weight_max_diff"] = max(((sd_ref[k].float() - sd_ours[k].float()).abs().max().item()
+                                for k in sd_ref if k in sd_ours and sd_ref[k].shape == sd_ours[k].shape), default=None)
+    ours = ours.float().eval()
+    g = torch.Generator().manual_seed(1)
+    for tag, T, force in CASES:
+        x = torch.randint(0, SMALL["vocab_size"], (2, T), generator=g)
+        c = r[tag] = {}
+        old = set_fla_mode(ref, force) if force else None
+        try:
+            t0 = time.time()
+            try:
+                with torch.no_grad():
+                    out_ref = ref(x, output_hidden_states=True)
+                c["fla_ran"] = True
+                c["fla_s"] = round(time.time() - t0, 1)
+            except Exception as e:  # noqa: BLE001
+                c["fla_ran"] = False
+                c["fla_error"] = f"{type(e).__name__}: {str(e)[:400]}"
+                traceback.print_exc()
+                continue
+            t0 = time.time()
+            with torch.no_grad():
+                out_ours = ours(x, output_hidden_states=True)
+            c["flactl_s"] = round(time.time() - t0, 2)
+            c.update(compare(out_ref.logits, out_ours.logits))
+            hr, ho = out_ref.hidden_states, out_ours.hidden_states
+            if hr is not None and ho is not None:
+                c["n_hidden"] = [len(hr), len(ho)]
+                per = [compare(a, b) for a, b in zip(hr, ho)]
+                c["hidden_max_abs"] = [float(f"{p['max_abs']:.3e}") for p in per]
+                c["hidden_rel_rms"] = [float(f"{p['rel_rms']:.3e}") for p in per]
+                bad = [i for i, p in enumerate(per) if p["rel_rms"] > tol]
+                c["first_diverging_hidden"] = bad[0] if bad else None
+        finally:
+            if old:
+                restore_fla_mode(ref, old)
+    with torch.no_grad():
+        x = torch.randint(0, SMALL["vocab_size"], (2, 20), generator=g)
+        g1 = ours.generate(x, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        g2 = ours.generate(x, max_new_tokens=8, do_sample=False, use_cache=False, pad_token_id=0)
+        r["flactl_generate_cached_eq_uncached"] = bool(torch.equal(g1, g2))
+    return r
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/cpu_fla_parity")
+    ap.add_argument("--tol", type=float, default=1e-4, help="rel RMS above which a hidden state counts as diverged")
+    a = ap.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    patch_triton_interpreter()
+    import transformers
+    import triton
+    import fla  # noqa: F401  (registers fla's classes first ...)
+    import flactl  # noqa: F401  (... then flactl's override them for the Auto classes)
+    env = {"torch": torch.__version__, "triton": triton.__version__, "transformers": transformers.__version__,
+           "fla": getattr(fla, "__version__", "?"), "TRITON_INTERPRET": os.environ.get("TRITON_INTERPRET")}
+    log(env)
+    only = os.environ.get("FAMILIES")
+    results = {}
+    os.makedirs(a.out, exist_ok=True)
+    for name, (cls, kw) in PARITY.items():
+        if only and name not in only.split(","):
+            continue
+        t0 = time.time()
+        try:
+            results[name] = run_family(name, cls, kw, a.tol)
+        except Exception as e:  # noqa: BLE001
+            results[name] = {"error": f"{type(e).__name__}: {str(e)[:600]}"}
+            traceback.print_exc()
+        results[name]["seconds"] = round(time.time() - t0, 1)
+        log(name, json.dumps(results[name])[:1500])
+        with open(os.path.join(a.out, "cpu_fla_parity.json"), "w") as f:
+            json.dump({"env": env, "results": results}, f, indent=1)
+    summary(results, env)
+
+
+def summary(res, env):
+    print("\n==== summary (fp32, B=2, CPU; fla via TRITON_INTERPRET)", env)
+    print(f"{'family':19s} | {'keys (miss/unexp)':17s} | " + " | ".join(f"{t:32s}" for t, _, _ in CASES) + " | gen")
+    for k, v in res.items():
+        if "error" in v:
+            print(f"{k:19s} | ERROR {v['error'][:200]}")
+            continue
+        keys = f"{len(v['missing'])}/{len(v['unexpected'])}" + ("" if v["is_flactl"] else " NOT-flactl")
+        cells = []
+        for t, _, _ in CASES:
+            c = v.get(t, {})
+            if "max_abs" in c:
+                cell = f"max {c['max_abs']:.2e} rel {c['rel_rms']:.1e}"
+                if c.get("first_diverging_hidden") is not None:
+                    cell += f" h{c['first_diverging_hidden']}"
+            elif c.get("fla_ran") is False:
+                cell = "fla failed: " + c["fla_error"][:20]
+            else:
+                cell = "-"
+            cells.append(f"{cell:32s}")
+        print(f"{k:19s} | {keys:17s} | " + " | ".join(cells) + f" | {v.get('flactl_generate_cached_eq_uncached')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
