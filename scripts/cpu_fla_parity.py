@@ -22,6 +22,8 @@ interpreter (fla's and flactl's files are untouched):
   * Interpreter AST rewrite: a ``for i in range(..)`` loop variable becomes a Triton tensor (compiled Triton gives
     a tensor; the interpreter gives a Python int, and fla's ``i_t.to(tl.int64)`` fails with AttributeError).
 fla's Mamba2 has no Triton path on CPU: it runs its own ``torch_forward``.
+flactl runs its pure-torch CPU path (``force_backend('torch')``; with TRITON_INTERPRET=1 flactl would otherwise run
+its own Triton kernels in the interpreter); ``--flactl-backend both`` also compares flactl's interpreted kernels.
 """
 from __future__ import annotations
 
@@ -119,9 +121,10 @@ def restore_fla_mode(model, old):
             m.mode = old[n]
 
 
-def run_family(name, cls, kw, tol):
+def run_family(name, cls, kw, tol, backends):
     from transformers import AutoModelForCausalLM
     import fla.models as fm
+    from flactl.ops.utils import force_backend
 
     r = {}
     Cfg, LM = getattr(fm, cls + "Config"), getattr(fm, cls + "ForCausalLM")
@@ -159,23 +162,32 @@ def run_family(name, cls, kw, tol):
                 c["fla_error"] = f"{type(e).__name__}: {str(e)[:400]}"
                 traceback.print_exc()
                 continue
-            t0 = time.time()
-            with torch.no_grad():
-                out_ours = ours(x, output_hidden_states=True)
-            c["flactl_s"] = round(time.time() - t0, 2)
-            c.update(compare(out_ref.logits, out_ours.logits))
-            hr, ho = out_ref.hidden_states, out_ours.hidden_states
-            if hr is not None and ho is not None:
-                c["n_hidden"] = [len(hr), len(ho)]
-                per = [compare(a, b) for a, b in zip(hr, ho)]
-                c["hidden_max_abs"] = [float(f"{p['max_abs']:.3e}") for p in per]
-                c["hidden_rel_rms"] = [float(f"{p['rel_rms']:.3e}") for p in per]
-                bad = [i for i, p in enumerate(per) if p["rel_rms"] > tol]
-                c["first_diverging_hidden"] = bad[0] if bad else None
+            for bi, be in enumerate(backends):
+                if bi:
+                    c = r[f"{tag}/flactl-{be}"] = {}
+                c["flactl_backend"] = be
+                t0 = time.time()
+                try:
+                    with torch.no_grad(), force_backend(be):
+                        out_ours = ours(x, output_hidden_states=True)
+                except Exception as e:  # noqa: BLE001
+                    c["flactl_error"] = f"{type(e).__name__}: {str(e)[:400]}"
+                    traceback.print_exc()
+                    continue
+                c["flactl_s"] = round(time.time() - t0, 2)
+                c.update(compare(out_ref.logits, out_ours.logits))
+                hr, ho = out_ref.hidden_states, out_ours.hidden_states
+                if hr is not None and ho is not None:
+                    c["n_hidden"] = [len(hr), len(ho)]
+                    per = [compare(a, b) for a, b in zip(hr, ho)]
+                    c["hidden_max_abs"] = [float(f"{p['max_abs']:.3e}") for p in per]
+                    c["hidden_rel_rms"] = [float(f"{p['rel_rms']:.3e}") for p in per]
+                    bad = [i for i, p in enumerate(per) if p["rel_rms"] > tol]
+                    c["first_diverging_hidden"] = bad[0] if bad else None
         finally:
             if old:
                 restore_fla_mode(ref, old)
-    with torch.no_grad():
+    with torch.no_grad(), force_backend("torch"):
         x = torch.randint(0, SMALL["vocab_size"], (2, 20), generator=g)
         g1 = ours.generate(x, max_new_tokens=8, do_sample=False, pad_token_id=0)
         g2 = ours.generate(x, max_new_tokens=8, do_sample=False, use_cache=False, pad_token_id=0)
@@ -187,7 +199,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/cpu_fla_parity")
     ap.add_argument("--tol", type=float, default=1e-4, help="rel RMS above which a hidden state counts as diverged")
+    ap.add_argument("--flactl-backend", default="torch", choices=["torch", "triton", "both"],
+                    help="flactl's ops: pure-torch CPU path (default) and/or its Triton kernels in the interpreter")
     a = ap.parse_args()
+    backends = ["torch", "triton"] if a.flactl_backend == "both" else [a.flactl_backend]
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     patch_triton_interpreter()
     import transformers
@@ -205,7 +220,7 @@ def main():
             continue
         t0 = time.time()
         try:
-            results[name] = run_family(name, cls, kw, a.tol)
+            results[name] = run_family(name, cls, kw, a.tol, backends)
         except Exception as e:  # noqa: BLE001
             results[name] = {"error": f"{type(e).__name__}: {str(e)[:600]}"}
             traceback.print_exc()
@@ -213,24 +228,26 @@ def main():
         log(name, json.dumps(results[name])[:1500])
         with open(os.path.join(a.out, "cpu_fla_parity.json"), "w") as f:
             json.dump({"env": env, "results": results}, f, indent=1)
-    summary(results, env)
+    summary(results, env, backends)
 
 
-def summary(res, env):
+def summary(res, env, backends):
     print("\n==== summary (fp32, B=2, CPU; fla via TRITON_INTERPRET)", env)
-    print(f"{'family':19s} | {'keys (miss/unexp)':17s} | " + " | ".join(f"{t:32s}" for t, _, _ in CASES) + " | gen")
+    print(f"{'family':19s} | {'keys (miss/unexp)':17s} | " + " | ".join(f"{t:32s}" for t, _, _ in CASES for t in [t] + [f"{t}/flactl-{be}" for be in backends[1:]]) + " | gen")
     for k, v in res.items():
         if "error" in v:
             print(f"{k:19s} | ERROR {v['error'][:200]}")
             continue
         keys = f"{len(v['missing'])}/{len(v['unexpected'])}" + ("" if v["is_flactl"] else " NOT-flactl")
         cells = []
-        for t, _, _ in CASES:
+        for t in [t + ("" if i == 0 else f"/flactl-{be}") for t, _, _ in CASES for i, be in enumerate(backends)]:
             c = v.get(t, {})
             if "max_abs" in c:
                 cell = f"max {c['max_abs']:.2e} rel {c['rel_rms']:.1e}"
                 if c.get("first_diverging_hidden") is not None:
                     cell += f" h{c['first_diverging_hidden']}"
+            elif "flactl_error" in c:
+                cell = "flactl failed: " + c["flactl_error"][:18]
             elif c.get("fla_ran") is False:
                 cell = "fla failed: " + c["fla_error"][:20]
             else:

@@ -108,6 +108,20 @@ class RecurrentMixer(nn.Module):
             o = self.g_norm(o)
         return self.o_proj(o.reshape(*o.shape[:2], self.value_dim))
 
+    def project_delta_qkv(self, x: torch.Tensor, state, use_cache: bool, cu_seqlens):
+        """q, k, v of the delta-rule family, flat [B, T, dim]: projections through the short convs (silu
+        inside the conv), or silu on the raw projections when the layer has no conv (fla's layers)."""
+        q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu_seqlens)
+        if not self.use_short_conv:
+            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        return q, k, v, conv_state
+
+    def split_delta_heads(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """[B, T, dim] → q, k [B, T, H, K] and v [B, T, HV, V] (HV ≥ H: grouped value heads)."""
+        lead = x.shape[:2]
+        return (q.view(*lead, self.num_heads, self.head_k_dim), k.view(*lead, self.num_heads, self.head_k_dim),
+                v.view(*lead, self.num_v_heads, self.head_v_dim))
+
     def build_gated_output(self, hidden_size: int, value_dim: int, head_v_dim: int, use_gate: bool,
                            norm_eps: float) -> None:
         """Output path of the delta-rule family: per-head RMSNorm, gated by silu(g_proj(x)) when

@@ -13,7 +13,6 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ._deps import delta_op
 from .base import RecurrentMixer
@@ -61,13 +60,8 @@ class GatedDeltaNet(RecurrentMixer):
                 cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
         x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
         cu = ctx.cu_seqlens
-        q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
-        if not self.use_short_conv:
-            q, k, v = F.silu(q), F.silu(k), F.silu(v)
-        lead = x.shape[:2]
-        q = q.view(*lead, self.num_heads, self.head_k_dim)
-        k = k.view(*lead, self.num_heads, self.head_k_dim)
-        v = v.view(*lead, self.num_v_heads, self.head_v_dim)
+        q, k, v, conv_state = self.project_delta_qkv(x, state, use_cache, cu)
+        q, k, v = self.split_delta_heads(x, q, k, v)
         # Gates go to the kernel raw: g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b) (x2 with
         # allow_neg_eigval) are computed there, fused with the chunk cumsum (no [B,T,HV] fp32 temporaries).
         h0 = state.get("recurrent_state") if state is not None else None

@@ -60,9 +60,7 @@ class GatedDeltaProduct(RecurrentMixer):
                 cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
         x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
         cu = ctx.cu_seqlens
-        q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
-        if not self.use_short_conv:
-            q, k, v = F.silu(q), F.silu(k), F.silu(v)
+        q, k, v, conv_state = self.project_delta_qkv(x, state, use_cache, cu)
         B, T = x.shape[:2]
         n, H, K, V = self.num_householder, self.num_heads, self.head_k_dim, self.head_v_dim
         # k, v, beta carry n interleaved rows per token (row t*n + j = Householder step j of token t).
