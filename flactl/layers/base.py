@@ -123,13 +123,14 @@ class RecurrentMixer(nn.Module):
                 v.view(*lead, self.num_v_heads, self.head_v_dim))
 
     def build_gated_output(self, hidden_size: int, value_dim: int, head_v_dim: int, use_gate: bool,
-                           norm_eps: float) -> None:
-        """Output path of the delta-rule family: per-head RMSNorm, gated by silu(g_proj(x)) when
-        ``use_gate`` (fused), then ``o_proj`` (fla's names ``g_proj``, ``o_norm``, ``o_proj``)."""
+                           norm_eps: float, activation: str = "swish") -> None:
+        """Output path of the delta-rule family: per-head RMSNorm, gated by ``activation(g_proj(x))``
+        when ``use_gate`` (fused), then ``o_proj`` (fla's names ``g_proj``, ``o_norm``, ``o_proj``).
+        fla gates with swish except Comba, which uses sigmoid."""
         self._output_gated = use_gate
         if use_gate:
             self.g_proj = nn.Linear(hidden_size, value_dim, bias=False)
-            self.o_norm = FusedRMSNormGated(head_v_dim, eps=norm_eps)
+            self.o_norm = FusedRMSNormGated(head_v_dim, eps=norm_eps, activation=activation)
         else:
             self.o_norm = RMSNorm(head_v_dim, eps=norm_eps)
         self.o_proj = nn.Linear(value_dim, hidden_size, bias=False)

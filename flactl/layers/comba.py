@@ -60,7 +60,10 @@ class Comba(RecurrentMixer):
         self.build_decay_gate(hidden_size, self.num_v_heads)
         self.b_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
         self.init_extra_parameters(nn.init)
-        self.build_gated_output(hidden_size, self.value_dim, self.head_v_dim, use_output_gate, norm_eps)
+        # fla's Comba gates its output norm with sigmoid (the other delta-rule layers use swish);
+        # found by scripts/cpu_fla_parity.py: swish gave logits off by ~1.9 on an fla checkpoint.
+        self.build_gated_output(hidden_size, self.value_dim, self.head_v_dim, use_output_gate, norm_eps,
+                                activation="sigmoid")
 
     @torch.no_grad()
     def init_extra_parameters(self, init):

@@ -51,7 +51,10 @@ class HGRN2Attention(RecurrentMixer):
             self.q_conv1d = ShortConvolution(self.forget_dim, conv_size, bias=conv_bias, activation=None)
             self.f_conv1d = ShortConvolution(self.forget_dim, conv_size, bias=conv_bias, activation=None)
             self.i_conv1d = ShortConvolution(self.input_dim, conv_size, bias=conv_bias, activation=None)
-        self.g_norm = RMSNorm(hidden_size=self.hidden_size, elementwise_affine=elementwise_affine, eps=norm_eps)
+        # fla applies this norm through its fused norm+linear with the function's default eps (1e-5),
+        # whatever norm_eps says; checkpoints trained with fla were trained that way, so match it
+        # (norm_eps 1e-6 here gave logit differences of ~1e-2 against fla: scripts/cpu_fla_parity.py).
+        self.g_norm = RMSNorm(hidden_size=self.hidden_size, elementwise_affine=elementwise_affine, eps=1e-5)
         self.o_proj = nn.Linear(self.input_dim, hidden_size, bias=False)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,

@@ -174,8 +174,19 @@ def test_comba_matches_reference():
         g = -layer.A_log.double().exp() * F.softplus(layer.a_proj(x).double() + layer.dt_bias.double())
         beta = layer.b_proj(x).double().sigmoid()
         ref, _ = naive_recurrent_comba(q, k, v, p, g, beta, use_qk_l2norm_in_kernel=True, dtype=torch.float64)
-        ref = layer.o_proj(layer.o_norm(ref.float(), layer.g_proj(x).view(1, 9, HV, V)).reshape(1, 9, -1))
+        # output: per-head RMSNorm gated by *sigmoid* (fla's Comba; the other delta layers use swish)
+        ref = ref.float()
+        normed = ref * torch.rsqrt(ref.pow(2).mean(-1, keepdim=True) + layer.o_norm.eps) * layer.o_norm.weight
+        ref = layer.o_proj((normed * torch.sigmoid(layer.g_proj(x).view(1, 9, HV, V))).reshape(1, 9, -1))
     assert_close("o", ref, o, 1e-5)
+
+
+def test_hgrn2_output_norm_uses_fla_effective_eps():
+    """fla's HGRN2 applies g_norm through its fused norm+linear without passing eps, so 1e-5 is used
+    whatever norm_eps is; checkpoints trained with fla need the same (1e-6 gave ~1e-2 logit diffs)."""
+    from flactl.layers import HGRN2Attention
+    layer = HGRN2Attention(hidden_size=h, num_heads=2, expand_ratio=8, norm_eps=1e-6, layer_idx=0)
+    assert layer.g_norm.eps == 1e-5
 
 
 @pytest.mark.parametrize("window", [None, 3], ids=["causal", "window"])
