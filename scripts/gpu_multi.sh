@@ -4,7 +4,8 @@
 # 1) gla-340m recipe on generated data, FSDP2 on 2 GPUs, 20 steps, a checkpoint every 10 (run A).
 # 2) a copy of run A with its step-20 checkpoint removed, rerun: resumes at step 10 on both ranks;
 #    steps 11-20 must repeat run A's losses.
-# 3) the same recipe on 1 GPU, 10 steps: same global batch, so the losses should track run A's.
+# 3) the same recipe on 1 GPU, 10 steps: with data.streams fixed it reads the same global batches as
+#    run A, so its losses must equal A's up to reduction order / bf16 non-determinism.
 # 4) run A's exported model evaluated with lm-eval on 1 and on 2 GPUs (bundled offline tasks).
 # Logs and JSON under $OUT; a summary is printed last.
 set -u
@@ -16,7 +17,8 @@ F="python3 -m flactl"
 R=/tmp/runs
 SETS=(--set data.sources.0.type=generated --set data.num_workers=2 --set batch.micro_batch=4
       --set batch.tokens_per_step=32768 --set checkpoint.every=10 --set checkpoint.keep_last=3
-      --set metrics.log_every=1 --set train.distributed=fsdp2 --set schedule.warmup_steps=5)
+      --set metrics.log_every=1 --set train.distributed=fsdp2 --set schedule.warmup_steps=5
+      --set data.streams=4)
 timeout 200 $F train recipes/gla-340m.toml --num-gpus 2 "${SETS[@]}" --set run.dir=$R/a --set run.steps=20 \
   > "$OUT/train_a.txt" 2>&1; echo "train A (2 GPU) exit $?" | tee -a "$OUT/summary.txt"
 cp -r $R/a $R/b && rm -rf $R/b/checkpoints/step-00000020 $R/b/final

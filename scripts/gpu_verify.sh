@@ -3,6 +3,7 @@
 #     bash scripts/gpu_verify.sh            # ~8-9 min: split into the two calls below if needed
 #     bash scripts/gpu_verify.sh tests      # 1) every bf16 test + check-env probes (correctness first)
 #     bash scripts/gpu_verify.sh bench      # 2) per-area benchmarks, fla and SDPA in the same run
+#     bash scripts/gpu_verify.sh split      # 3) the GLA-family tests with the split state walk forced on
 # Everything is written under $OUT (logs and JSON); the last lines printed are a summary.
 set -u
 source scripts/gpu_setup.sh
@@ -22,6 +23,14 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
   summary+=("pytest bf16: $(tail -n 1 "$OUT/pytest_gpu.txt")")
   timeout 120 python3 -m flactl check-env --json > "$OUT/check-env.json"
   summary+=("check-env exit $? (probes in check-env.json)")
+fi
+if [ "$what" = all ] || [ "$what" = split ]; then
+  # Before making the split walk (chunk_h MODE 1/2) the default for small N*H: every GLA-family test
+  # with it forced on (test_fused_and_split_walks covers both walks; this covers every other case).
+  FLACTL_CHUNK_SPLIT=1 FLACTL_TEST_DEVICE=cuda timeout 300 python3 -m pytest -q -n ${FLACTL_GPU_WORKERS:-12} \
+    --timeout 200 tests/ops/test_simple_gla.py tests/ops/test_retention.py tests/ops/test_linear_attn.py \
+    tests/ops/test_gla.py -p no:cacheprovider > "$OUT/pytest_split.txt" 2>&1
+  summary+=("pytest bf16 split walk: $(tail -n 1 "$OUT/pytest_split.txt")")
 fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
   # Cold-machine autotuning (ours and fla's) dominates: on 2026-11-22 the GLA-family bench had done one
