@@ -103,7 +103,7 @@ def _dry_run(r, world: Optional[int] = None) -> None:
     import json
 
     from flactl.train.model import build_config
-    from flactl.train.recipe import RecipeError, plan_batch
+    from flactl.train.recipe import RecipeError, plan_batch, stream_layout
     from flactl.train.tokenizer import load_tokenizer
 
     world = world or int(os.environ.get("WORLD_SIZE", "1"))
@@ -114,6 +114,11 @@ def _dry_run(r, world: Optional[int] = None) -> None:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2)
     typer.echo(f"[flactl train] {plan.describe()}")
+    streams, mine = stream_layout(r.data, 0, world)
+    fixed = "fixed: the same global batches for any process count dividing it" if r.data.streams else \
+        "processes × workers: the data order depends on the process count (set data.streams to fix it)"
+    typer.echo(f"[flactl train] data: {streams} streams, {len(mine)} per process, "
+               f"{r.data.num_workers} worker(s) per process ({fixed})")
     typer.echo(json.dumps(config.to_diff_dict(), indent=2, default=str))
 
 

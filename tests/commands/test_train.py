@@ -63,6 +63,9 @@ def test_dry_run_prints_plan_and_config():
     assert "grad_accum 2" in res.output and '"model_type": "gla"' in res.output
     res = _invoke(TINY, "--dry-run", "--num-gpus", "2")  # plans for 2 processes, launches nothing
     assert res.exit_code == 0 and "grad_accum 1 × 2 process(es)" in res.output, res.output
+    assert "data: 2 streams, 1 per process" in res.output, res.output
+    res = _invoke(TINY, "--dry-run", "--num-gpus", "2", "--set", "data.streams=3")
+    assert res.exit_code == 2 and "data.streams" in res.output, res.output
 
 
 def test_num_gpus_launch_line():
