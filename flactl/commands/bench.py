@@ -130,12 +130,7 @@ def bench(
     from flactl.bench.providers import PROVIDERS
     from flactl.bench.runner import BenchConfig, format_table, run_op
 
-    provs = tuple(provider) if provider else PROVIDERS
-    bad = [p for p in provs if p not in PROVIDERS]
-    if bad:
-        raise typer.BadParameter(f"unknown provider(s) {bad}; choose from {', '.join(PROVIDERS)}", param_hint="--provider")
-    if not dev.startswith("cuda") and not provider:
-        provs = tuple(p for p in provs if p != "fla")  # fla's kernels need a GPU
+    provs = _providers(provider, PROVIDERS, dev)
     cfg = BenchConfig(op=spec.name, mode=mode, providers=provs, lengths=lens, batch=batch, heads=heads,
                       head_dim=head_dim, value_dim=value_dim, dtype=dtype, device=dev, warmup_ms=warmup_ms, rep_ms=rep_ms)
     total = len(lens) * len(provs)
@@ -156,6 +151,17 @@ def bench(
     _emit(result, format_table(result), json_out, output, plot)
 
 
+def _providers(provider, available, dev: str) -> tuple:
+    """The providers asked for (all available by default), checked; by default fla only on a GPU."""
+    provs = tuple(provider) if provider else tuple(available)
+    bad = [p for p in provs if p not in available]
+    if bad:
+        raise typer.BadParameter(f"unknown provider(s) {bad}; choose from {', '.join(available)}", param_hint="--provider")
+    if not dev.startswith("cuda") and not provider:
+        provs = tuple(p for p in provs if p != "fla")  # fla's kernels need a GPU
+    return provs
+
+
 def _bench_layer(target, mode, provider, lens, batch, heads, hidden_size, dtype, dev, warmup_ms, rep_ms, set_, json_out, output, plot) -> None:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -165,12 +171,7 @@ def _bench_layer(target, mode, provider, lens, batch, heads, hidden_size, dtype,
 
     if mode not in ("fwd", "fwdbwd"):
         raise typer.BadParameter(f"layers take fwd or fwdbwd, got {mode!r}", param_hint="--mode")
-    provs = tuple(provider) if provider else PROVIDERS
-    bad = [p for p in provs if p not in PROVIDERS]
-    if bad:
-        raise typer.BadParameter(f"layers take providers {', '.join(PROVIDERS)}, got {bad}", param_hint="--provider")
-    if not dev.startswith("cuda") and not provider:
-        provs = tuple(p for p in provs if p != "fla")
+    provs = _providers(provider, PROVIDERS, dev)
     try:
         sets = build.parse_sets(set_ or [])
     except build.ConfigError as e:

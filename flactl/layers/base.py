@@ -83,6 +83,17 @@ class RecurrentMixer(nn.Module):
         self.value_dim_per_group = self.value_dim // self.num_kv_groups
         self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
 
+    def build_gva_heads(self, hidden_size: int, num_heads: int, num_v_heads: Optional[int], head_dim: int,
+                        expand_v: float) -> None:
+        """Head layout of the gated delta-rule layers (fla's names): ``num_heads`` q/k heads of
+        ``head_dim``, ``num_v_heads`` (a multiple; grouped value heads) v heads of ``head_dim·expand_v``."""
+        self.hidden_size, self.num_heads = hidden_size, num_heads
+        self.num_v_heads = num_v_heads if num_v_heads is not None else num_heads
+        if self.num_v_heads % num_heads:
+            raise ValueError(f"num_v_heads ({self.num_v_heads}) must be a multiple of num_heads ({num_heads})")
+        self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
+        self.key_dim, self.value_dim = num_heads * self.head_k_dim, self.num_v_heads * self.head_v_dim
+
     def build_norm_gate_output(self, hidden_size: int, use_output_gate: bool, gate_fn: str, fuse_norm: bool,
                                elementwise_affine: Optional[bool], norm_eps: float) -> None:
         """Output path of GLA / RetNet (fla's names): per-head RMSNorm times ``gate_fn(g_proj(x))``

@@ -41,12 +41,7 @@ class Comba(RecurrentMixer):
                  layer_idx: Optional[int] = None, norm_eps: float = 1e-5, **kwargs):
         super().__init__()
         self.mode, self.layer_idx = mode, layer_idx
-        self.hidden_size, self.num_heads = hidden_size, num_heads
-        self.num_v_heads = num_v_heads if num_v_heads is not None else num_heads
-        if self.num_v_heads % num_heads:
-            raise ValueError(f"num_v_heads ({self.num_v_heads}) must be a multiple of num_heads ({num_heads})")
-        self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
-        self.key_dim, self.value_dim = num_heads * self.head_k_dim, self.num_v_heads * self.head_v_dim
+        self.build_gva_heads(hidden_size, num_heads, num_v_heads, head_dim, expand_v)
         self.use_output_gate, self.use_short_conv = use_output_gate, use_short_conv
         self.use_output_correction, self.use_inner_decay = use_output_correction, use_inner_decay
         self.correction_factor = correction_factor

@@ -36,9 +36,8 @@ class GatedDeltaProduct(RecurrentMixer):
                  layer_idx: Optional[int] = None, **kwargs):
         super().__init__()
         self.mode, self.layer_idx = mode, layer_idx
-        self.hidden_size, self.num_heads, self.num_householder = hidden_size, num_heads, num_householder
-        self.head_k_dim, self.head_v_dim = head_dim, int(head_dim * expand_v)
-        self.key_dim, self.value_dim = num_heads * self.head_k_dim, num_heads * self.head_v_dim
+        self.num_householder = num_householder
+        self.build_gva_heads(hidden_size, num_heads, None, head_dim, expand_v)  # no grouped value heads
         self.use_forget_gate, self.allow_neg_eigval = use_forget_gate, allow_neg_eigval
         self.use_output_gate, self.use_short_conv = use_output_gate, use_short_conv
         n = num_householder

@@ -100,13 +100,8 @@ class LinearAttention(RecurrentMixer):
                  norm_eps: float = 1e-5, layer_idx: Optional[int] = None, **kwargs):
         super().__init__()
         self.mode = "chunk" if mode == "fused_chunk" else mode
-        self.layer_idx, self.hidden_size, self.num_heads = layer_idx, hidden_size, num_heads
-        self.num_kv_heads = num_kv_heads if num_kv_heads is not None else num_heads
-        self.num_kv_groups = num_heads // self.num_kv_heads
-        self.key_dim, self.value_dim = int(hidden_size * expand_k), int(hidden_size * expand_v)
-        self.key_dim_per_group = self.key_dim // self.num_kv_groups
-        self.value_dim_per_group = self.value_dim // self.num_kv_groups
-        self.head_k_dim, self.head_v_dim = self.key_dim // num_heads, self.value_dim // num_heads
+        self.layer_idx = layer_idx
+        self.build_heads(hidden_size, num_heads, num_kv_heads, expand_k, expand_v)
         self.norm_q, self.norm_k, self.do_feature_map_norm = norm_q, norm_k, do_feature_map_norm
         self.feature_map_q = make_feature_map(feature_map, self.head_k_dim)
         self.feature_map_k = self.feature_map_q if tie_feature_map_qk else make_feature_map(feature_map, self.head_k_dim)
