@@ -234,6 +234,8 @@ def main():
     ap.add_argument("--out", default="gla_family.json")
     ap.add_argument("--skip-correctness", action="store_true")
     ap.add_argument("--parts", action="store_true", help="time each kernel at 4,4096,16,128")
+    ap.add_argument("--no-fla", action="store_true",
+                    help="skip fla (a cold machine spends minutes in its autotuning; use the anchors instead)")
     args = ap.parse_args()
     dev = "cuda"
     t0 = time.time()
@@ -243,7 +245,7 @@ def main():
         res["correctness"] = correctness(dev)
     if args.parts:
         res["parts"] = profile_parts(dev)
-    fla = load_fla()
+    fla = None if args.no_fla else load_fla()
     res["fla"] = fla["version"] if fla else None
     res["rows"], res["copy_TBps"] = benchmark(dev, fla)
     res["seconds"] = time.time() - t0

@@ -274,18 +274,18 @@ def split_walk(N: int, H: int, V: int, device) -> bool:
     """Whether to split the state walk from the output (MODE 1 + MODE 2) instead of fusing (MODE 0).
 
     The fused walk runs N*H*cdiv(V, 64) programs, each sequential over all chunks: with fewer
-    programs than about two per SM (long sequences, small batch) most SMs idle, and a light walk
-    (states only) followed by a chunk-parallel output kernel is faster. FLACTL_CHUNK_SPLIT=0/1 forces it.
+    programs than SMs (long sequences, small batch) most SMs idle, and a light walk (states only,
+    32-wide V blocks) followed by a chunk-parallel output kernel is faster. Measured on the H100
+    (bf16, 2026-11-22, simple_gla fwd / fwd+bwd ms, fused -> split): (1,16384,16,128) [32 programs]
+    1.42/6.17 -> 0.63/4.50; (4,4096,16,128) [128] 0.42/1.82 -> 0.33/1.68; (4,4096,32,64) [128]
+    0.245/1.469 -> 0.251/1.495 (even); (8,2048,16,128) [256] 0.228/1.326 -> 0.344/1.404 (worse).
+    Both walks pass the bf16 GPU tests. FLACTL_CHUNK_SPLIT=0/1 forces one.
     """
     forced = os.environ.get("FLACTL_CHUNK_SPLIT")
     if forced in ("0", "1"):
         return forced == "1"
-    if os.environ.get("FLACTL_CHUNK_SPLIT_AUTO", "0") != "1":
-        # The split path passes the CPU interpreter tests but has not yet run on the H100 (device time
-        # ran out); until the bf16 GPU tests confirm it, the GPU-verified fused walk is the default.
-        return False
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
-    return N * H * triton.cdiv(V, 64) < 2 * sms
+    return N * H * triton.cdiv(V, 64) < sms
 
 
 def _max_chunks(cu_seqlens, T, BT, offs):

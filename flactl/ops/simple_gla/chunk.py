@@ -39,12 +39,13 @@ def chunk_simple_gla_fwd(q, k, v, g, g_gamma, scale, initial_state, output_final
     return o, gc, h, ht
 
 
-def chunk_simple_gla_bwd(q, k, v, gc, g_gamma, h, ht, do, dht, scale, need_dh0, cu_seqlens, chunk_size):
-    """Returns dq, dk, dv, dg [B,T,H] float32 (or None), dg_gamma [H] float32 (or None), dh0."""
+def chunk_simple_gla_bwd(q, k, v, gc, g_gamma, h, ht, do, dht, scale, need_dh0, cu_seqlens, chunk_size,
+                         need_dg=True):
+    """Returns dq, dk, dv, dg [B,T,H] float32 (None without gates or need_dg=False), dh0."""
     dv, dh, dh0 = chunk_bwd_dh_dv(q, k, do, g=gc, g_gamma=g_gamma, scale=scale, dht=dht, need_dh0=need_dh0,
                                   cu_seqlens=cu_seqlens, chunk_size=chunk_size)
     dq, dk, dgl = chunk_bwd_dqk(q, k, v, do, h, dh, g=gc, g_gamma=g_gamma, scale=scale,
-                                cu_seqlens=cu_seqlens, chunk_size=chunk_size)
+                                cu_seqlens=cu_seqlens, chunk_size=chunk_size, need_dg=need_dg)
     dg = None
     if dgl is not None:
         if dht is not None and ht is not None:
@@ -74,9 +75,11 @@ class ChunkSimpleGLAFunction(torch.autograd.Function):
         q, k, v, gc, g_gamma, h, ht, initial_state, cu_seqlens = ctx.saved_tensors
         do = do.contiguous()
         dht = dht.contiguous() if dht is not None else None
+        # gate gradients cost a reduction and a scan: skip them for fixed decays (RetNet's g_gamma)
+        need_dg = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
         dq, dk, dv, dg, dh0 = chunk_simple_gla_bwd(
             q, k, v, gc, g_gamma, h, ht, do, dht, ctx.scale, initial_state is not None, cu_seqlens,
-            ctx.chunk_size)
+            ctx.chunk_size, need_dg)
         dg_out = dg.to(ctx.g_dtype) if (dg is not None and gc is not None) else None
         dgamma = dg.sum((0, 1)).to(g_gamma.dtype) if (dg is not None and g_gamma is not None) else None
         dh0 = dh0.to(initial_state.dtype) if dh0 is not None else None
