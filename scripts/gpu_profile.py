@@ -48,6 +48,9 @@ def profile(op, shape, dev, steps=5):
     def step():
         fn(**ins)[0].backward(do)
     grads = list(ins.values())
+    for _ in range(3):  # compile and autotune outside do_bench (it sizes its repeats from the first calls)
+        step()
+    torch.cuda.synchronize()
     wall = do_bench(step, warmup=25, rep=100, grad_to_none=grads)
     wall_fwd = do_bench(lambda: fn(**{n: x.detach() for n, x in ins.items()}))
     from torch.profiler import ProfilerActivity, profile as tprof
@@ -67,6 +70,10 @@ def profile(op, shape, dev, steps=5):
             kernels[ev.key][0] += dev_us / steps / 1e3
             kernels[ev.key][1] += ev.count // steps
     total = sum(v[0] for v in kernels.values())
+    # host side: where the CPU time of a step goes (a large gap above means the GPU waited for it)
+    host = sorted(((ev.key[:70], ev.self_cpu_time_total / steps / 1e3, ev.count // steps)
+                   for ev in prof.key_averages() if ev.device_type == torch.autograd.DeviceType.CPU),
+                  key=lambda r: -r[1])[:12]
     rows = sorted(((k[:90], round(v[0], 4), v[1]) for k, v in kernels.items()), key=lambda r: -r[1])
     res = dict(op=op, shape=shape, wall_fwdbwd_ms=wall, wall_fwd_ms=wall_fwd, kernel_sum_ms=total,
                gap_ms=wall - total, kernels=rows)
@@ -74,6 +81,10 @@ def profile(op, shape, dev, steps=5):
           f"gap {wall - total:.3f} ms")
     for name, ms, n in rows[:25]:
         print(f"  {ms:8.4f} ms  x{n:<3d} {name}")
+    print(f"  host (self CPU ms per step), alloc retries {torch.cuda.memory_stats().get('num_alloc_retries')}:")
+    for name, ms, n in host:
+        print(f"  {ms:8.4f} ms  x{n:<3d} {name}")
+    res["host"] = host
     return res
 
 

@@ -41,8 +41,25 @@ def _chunk_size(N: int, V: int, num_chunks: int) -> int:
 DW_SLICE_ELEMS = 1 << 25
 
 
+_FP32_ACCUMULATE_MM = [True]  # flips to False if this torch/GPU lacks addmm(out_dtype=float32)
+
+
 def _accumulate_dw(dw, g, xc):
-    """dw [V, H] (float32) += g[n, V]^T @ xc[n, H], sliced over V (no [V, H] bf16 temp)."""
+    """dw [V, H] (float32) += g[n, V]^T @ xc[n, H].
+
+    On CUDA, one GEMM with bf16/fp16 inputs that accumulates straight into the float32 dw
+    (``addmm(out_dtype=float32)``, cuBLAS beta=1): dw is read and written once per token chunk and
+    there is no product temp. H100 (2026-11-22), 16k tokens x 2048 x vocab 128256: the sliced
+    fallback below (bf16 product temp + add_) made fwd+bwd 49.65 ms vs 46.9 ms unfused; its extra
+    traffic is ~1 GiB per chunk. The fallback (CPU, fp32 inputs, older torch) slices over V so the
+    temp stays ~64 MiB.
+    """
+    if dw.is_cuda and g.dtype != torch.float32 and _FP32_ACCUMULATE_MM[0]:
+        try:
+            torch.addmm(dw, g.t(), xc, out_dtype=torch.float32, out=dw)
+            return
+        except (RuntimeError, TypeError):
+            _FP32_ACCUMULATE_MM[0] = False
     V, H = dw.shape
     step = max(1, DW_SLICE_ELEMS // max(H, 1))
     for v0 in range(0, V, step):

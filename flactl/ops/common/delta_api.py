@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..utils.backend import use_triton
+from ..utils.validate import MAX_HEAD_DIM
 from .delta_chunk import DeltaChunkFunction, finish_state, l2norm, prepare_delta_inputs
 from .delta_recurrent import FusedRecurrentDeltaFunction, fused_recurrent_delta_fwd
 from .delta_torch import torch_chunk_delta
@@ -23,9 +24,14 @@ _IGNORED = {"cu_seqlens_cpu", "chunk_indices", "cp_context"}
 MAX_V_PER_CALL = 256
 _KNOWN = {"use_gate_in_kernel", "A_log", "dt_bias", "use_beta_sigmoid_in_kernel", "allow_neg_eigval",
           "state_v_first", "chunk_size", "inplace_final_state"}
+_ALLOWED = frozenset(_KNOWN | _IGNORED)
+# the recurrent fast path takes value head dims that need neither a split nor a ValueError
+_FAST_MAX_V = min(MAX_HEAD_DIM, MAX_V_PER_CALL)
 
 
 def _check_kwargs(kwargs):
+    if _ALLOWED.issuperset(kwargs):  # the common case in one set operation (decode calls pass ~6 keys)
+        return
     if "head_first" in kwargs:
         raise ValueError("head_first is not supported: inputs are [B, T, H, ...] (sequence first)")
     for key in kwargs:
@@ -89,41 +95,103 @@ def delta_chunk_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, 
     return o, finish_state(ht, state_v_first)
 
 
+def _vec_ok(t, n, dev) -> bool:
+    """t is a floating [n] tensor on dev (A_log, dt_bias)."""
+    return isinstance(t, torch.Tensor) and t.shape == (n,) and t.is_floating_point() and t.device == dev
+
+
+def _fast_recurrent_valid(q, k, v, beta, g, h0, gated, allow_gva, gate_in, A_log, dt_bias) -> bool:
+    """Cheap all-good check for the decoding hot path (cu_seqlens None, state [N, HV, K, V]): every
+    condition ``prepare_delta_inputs`` checks, written as few tensor-attribute reads as possible
+    (each costs ~0.1-0.2 µs; its per-argument checks add up to several µs at T=1). It accepts only
+    what that accepts, so anything else falls through to it and gets its ValueError."""
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)
+            and isinstance(beta, torch.Tensor)):
+        return False  # includes beta None: prepare_delta_inputs fills in ones
+    shape, v_shape = q.shape, v.shape
+    if len(shape) != 4 or len(v_shape) != 4 or k.shape != shape:
+        return False
+    B, T, H, K = shape
+    Bv, Tv, HV, V = v_shape
+    if Bv != B or Tv != T or H < 1 or (HV % H if allow_gva else HV != H):
+        return False
+    if not (0 < K <= MAX_HEAD_DIM and 0 < V <= _FAST_MAX_V):
+        return False
+    if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()
+            and beta.is_floating_point()):
+        return False
+    dev = q.device
+    if k.device != dev or v.device != dev or beta.device != dev or beta.shape != (B, T, HV):
+        return False
+    if gated:
+        if not (isinstance(g, torch.Tensor) and g.shape == (B, T, HV) and g.is_floating_point()
+                and g.device == dev):
+            return False
+    elif g is not None:
+        return False
+    if h0 is not None and not (isinstance(h0, torch.Tensor) and h0.shape == (B, HV, K, V) and h0.device == dev):
+        return False
+    if gate_in and not (_vec_ok(A_log, HV, dev) and (dt_bias is None or _vec_ok(dt_bias, HV, dev))):
+        return False
+    return True
+
+
 def delta_recurrent_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, output_final_state,
                        cu_seqlens, use_qk_l2norm_in_kernel=False, p=None, **kwargs):
+    # This is the decode step (T=1), where host time is most of a call's cost on the GPU: the
+    # common case (no cu_seqlens, state [N, HV, K, V], no grad) takes a short path with a cheap
+    # validation and no dicts; anything unusual goes through the full checks.
     _check_kwargs(kwargs)
-    if _needs_v_split(v):
-        rest = dict(gated=gated, allow_gva=allow_gva, scale=scale, cu_seqlens=cu_seqlens,
-                    use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, p=p)
-        return _split_over_v(delta_recurrent_op, q, k, v, beta, g, initial_state, output_final_state, kwargs, rest)
-    state_v_first = kwargs.get("state_v_first", False)
-    gate_in = bool(kwargs.get("use_gate_in_kernel", False))
-    beta_sig = bool(kwargs.get("use_beta_sigmoid_in_kernel", False))
-    beta_scale = 2.0 if (beta_sig and kwargs.get("allow_neg_eigval", False)) else 1.0
-    inplace = bool(kwargs.get("inplace_final_state", False))
-    A_log, dt_bias = kwargs.get("A_log"), kwargs.get("dt_bias")
-    common = dict(gated=gated, allow_gva=allow_gva, initial_state=initial_state, cu_seqlens=cu_seqlens,
-                  scale=scale, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, use_gate_in_kernel=gate_in,
-                  A_log=A_log, dt_bias=dt_bias, use_beta_sigmoid_in_kernel=beta_sig,
-                  allow_neg_eigval=kwargs.get("allow_neg_eigval", False), state_v_first=state_v_first)
-    if not use_triton(q):
-        p = _check_p(p, k, use_qk_l2norm_in_kernel)
-        q, k, v, beta, g, scale, h0 = prepare_delta_inputs(q, k, v, beta, g, **common)
-        o, ht = torch_chunk_delta(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=p)
-        return o, finish_state(ht, state_v_first)
-    q, k, v, beta, g, scale, h0 = prepare_delta_inputs(q, k, v, beta, g, transform=False,
-                                                       light_varlen_check=True, **common)
+    get = kwargs.get
+    state_v_first = get("state_v_first", False)
+    gate_in = bool(get("use_gate_in_kernel", False))
+    beta_sig = bool(get("use_beta_sigmoid_in_kernel", False))
+    neg_eig = get("allow_neg_eigval", False)
+    beta_scale = 2.0 if (beta_sig and neg_eig) else 1.0
+    inplace = bool(get("inplace_final_state", False))
+    A_log, dt_bias = get("A_log"), get("dt_bias")
+    triton_path = use_triton(q)
+    if (triton_path and cu_seqlens is None and not state_v_first
+            and _fast_recurrent_valid(q, k, v, beta, g, initial_state, gated, allow_gva, gate_in, A_log, dt_bias)):
+        # what prepare_delta_inputs(transform=False) returns; .contiguous() is free when already so
+        q, k, v, beta = q.contiguous(), k.contiguous(), v.contiguous(), beta.contiguous()
+        if g is not None:
+            g = g.contiguous()
+        scale = q.shape[3] ** -0.5 if scale is None else float(scale)
+        h0 = initial_state.contiguous() if initial_state is not None else None
+    else:
+        if _needs_v_split(v):  # (never true on the fast path: V <= _FAST_MAX_V there)
+            rest = dict(gated=gated, allow_gva=allow_gva, scale=scale, cu_seqlens=cu_seqlens,
+                        use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, p=p)
+            return _split_over_v(delta_recurrent_op, q, k, v, beta, g, initial_state, output_final_state,
+                                 kwargs, rest)
+        common = dict(gated=gated, allow_gva=allow_gva, initial_state=initial_state, cu_seqlens=cu_seqlens,
+                      scale=scale, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, use_gate_in_kernel=gate_in,
+                      A_log=A_log, dt_bias=dt_bias, use_beta_sigmoid_in_kernel=beta_sig,
+                      allow_neg_eigval=neg_eig, state_v_first=state_v_first)
+        if not triton_path:
+            p = _check_p(p, k, use_qk_l2norm_in_kernel)
+            q, k, v, beta, g, scale, h0 = prepare_delta_inputs(q, k, v, beta, g, **common)
+            o, ht = torch_chunk_delta(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=p)
+            return o, finish_state(ht, state_v_first)
+        q, k, v, beta, g, scale, h0 = prepare_delta_inputs(q, k, v, beta, g, transform=False,
+                                                           light_varlen_check=True, **common)
     if inplace and state_v_first:
         raise ValueError("inplace_final_state needs state_v_first=False (state [N, HV, K, V])")
     if inplace:
         h0 = initial_state  # update the caller's tensor itself
-    opts = dict(gate_in_kernel=gate_in, beta_sigmoid=beta_sig, beta_scale=beta_scale,
-                l2norm=bool(use_qk_l2norm_in_kernel), inplace_final_state=inplace)
-    p = _check_p(p, k, False)  # the kernel normalises p with q, k
-    tensors = (q, k, v, beta, g, A_log, dt_bias, h0, p)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        o, ht = FusedRecurrentDeltaFunction.apply(*tensors, scale, output_final_state, cu_seqlens, opts)
-    else:
+    if p is not None:
+        p = _check_p(p, k, False)  # the kernel normalises p with q, k
+    l2 = bool(use_qk_l2norm_in_kernel)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (q, k, v, beta, g, A_log, dt_bias, h0, p)):
+        opts = dict(gate_in_kernel=gate_in, beta_sigmoid=beta_sig, beta_scale=beta_scale, l2norm=l2,
+                    inplace_final_state=inplace)
+        o, ht = FusedRecurrentDeltaFunction.apply(q, k, v, beta, g, A_log, dt_bias, h0, p, scale,
+                                                  output_final_state, cu_seqlens, opts)
+    else:  # inference (decoding): no autograd bookkeeping
         o, ht = fused_recurrent_delta_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens,
-                                          A_log=A_log, dt_bias=dt_bias, p=p, **opts)
+                                          gate_in_kernel=gate_in, A_log=A_log, dt_bias=dt_bias,
+                                          beta_sigmoid=beta_sig, beta_scale=beta_scale, l2norm=l2,
+                                          inplace_final_state=inplace, p=p)
     return o, finish_state(ht, state_v_first)

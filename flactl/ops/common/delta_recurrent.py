@@ -13,11 +13,14 @@ including A_log / dt_bias / the initial state, gets its gradient.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
 
 from ..utils.backend import use_triton
+from ..utils.index import cdiv, next_power_of_2
 
 
 @triton.jit
@@ -100,6 +103,16 @@ def delta_fused_recurrent_fwd_kernel(
         tl.store(ht + p_s, b_h.to(ht.dtype.element_ty), mask=m_h)
 
 
+@functools.lru_cache(maxsize=1024)
+def _launch_config(K: int, V: int):
+    """(BK, BV, number of V blocks, num_warps), cached per head dims: decoding asks for the same
+    shape every step, and host-side block math is a visible share of a T=1 call."""
+    BK = max(16, next_power_of_2(K))
+    # a [BK, BV] fp32 slab per program: keep it at ~4K elements (32 registers/thread at 4 warps)
+    BV = max(8, min(next_power_of_2(V), 4096 // BK))
+    return BK, BV, cdiv(V, BV), 4 if BK * BV >= 4096 else 2
+
+
 def fused_recurrent_delta_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, *,
                               gate_in_kernel=False, A_log=None, dt_bias=None, beta_sigmoid=False,
                               beta_scale=1.0, l2norm=False, inplace_final_state=False, p=None):
@@ -116,16 +129,14 @@ def fused_recurrent_delta_fwd(q, k, v, beta, g, scale, h0, output_final_state, c
             ht = h0
         else:
             ht = torch.empty(N, HV, K, V, device=q.device, dtype=torch.float32)
-    BK = max(16, triton.next_power_of_2(K))
-    # a [BK, BV] fp32 slab per program: keep it at ~4K elements (32 registers/thread at 4 warps)
-    BV = max(8, min(triton.next_power_of_2(V), 4096 // BK))
-    grid = (triton.cdiv(V, BV), N * HV)
+    BK, BV, NV, num_warps = _launch_config(K, V)
+    grid = (NV, N * HV)
     delta_fused_recurrent_fwd_kernel[grid](
         q, k, p, v, beta, g, A_log, dt_bias, o, h0, ht, cu_seqlens, scale, T,
         H=H, HV=HV, K=K, V=V, BK=BK, BV=BV, USE_G=g is not None, GATE_IN_KERNEL=gate_in_kernel,
         USE_DT_BIAS=dt_bias is not None, BETA_SIGMOID=beta_sigmoid, BETA_SCALE=beta_scale, L2NORM=l2norm,
         USE_H0=h0 is not None, STORE_HT=ht is not None, IS_VARLEN=cu_seqlens is not None,
-        USE_P=p is not None, num_warps=4 if BK * BV >= 4096 else 2)
+        USE_P=p is not None, num_warps=num_warps)
     return o, ht
 
 

@@ -21,6 +21,7 @@ reduction; dq/dk (which reduce over V) are written per V block and summed afterw
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -29,7 +30,7 @@ import triton.language as tl
 
 from ..utils import validate as val
 from ..utils.backend import use_triton
-from ..utils.index import seq_boundaries
+from ..utils.index import cdiv, next_power_of_2, seq_boundaries
 
 
 @triton.jit
@@ -225,28 +226,37 @@ def gate_grad_kernel(
 def _block_v(K: int, V: int, NH: int, max_tile: int = 4096) -> int:
     """V block: the whole K column block stays in registers; keep the tile <= max_tile fp32 values
     and split V further when there are too few (sequence, head) pairs to fill the GPU."""
-    BK = triton.next_power_of_2(K)
-    BV = min(triton.next_power_of_2(V), max(max_tile // BK, 8))
-    while BV > 16 and NH * triton.cdiv(V, BV) < 256:
+    BK = next_power_of_2(K)
+    BV = min(next_power_of_2(V), max(max_tile // BK, 8))
+    while BV > 16 and NH * cdiv(V, BV) < 256:
         BV //= 2
     return BV
+
+
+@functools.lru_cache(maxsize=1024)
+def _fwd_config(K: int, V: int, NH: int):
+    """(BK, BV, num_warps, number of V blocks) of the forward launch, cached per shape: decoding asks
+    for the same shape every step, so the block search runs once instead of on every token."""
+    BK = next_power_of_2(K)
+    # H100 sweep (B=256, H=32, D=128 decode): 128x64 tiles with 4 warps beat 128x32 by ~3%
+    BV = _block_v(K, V, NH, max_tile=8192)
+    return BK, BV, 4 if BK * BV <= 8192 else 8, cdiv(V, BV)
 
 
 def fused_recurrent_fwd(q, k, v, g=None, g_gamma=None, gk=None, gv=None, scale=1.0, initial_state=None,
                         output_final_state=False, reverse=False, cu_seqlens=None, _config=None):
     """Launch the forward kernel. Returns (o [B,T,H,V] in v's dtype, ht [N,H,K,V] float32 or None)."""
     B, T, H, K = q.shape
-    V = v.shape[-1]
+    V = v.shape[3]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    BK = triton.next_power_of_2(K)
     if _config is None:
-        # H100 sweep (B=256, H=32, D=128 decode): 128x64 tiles with 4 warps beat 128x32 by ~3%
-        BV = _block_v(K, V, N * H, max_tile=8192)
-        _config = (BV, 4 if BK * BV <= 8192 else 8)
-    BV, num_warps = _config
+        BK, BV, num_warps, NV = _fwd_config(K, V, N * H)
+    else:  # an explicit (BV, num_warps), e.g. from scripts/gpu_recurrent.py's sweep
+        BV, num_warps = _config
+        BK, NV = next_power_of_2(K), cdiv(V, BV)
     o = torch.empty(B, T, H, V, dtype=v.dtype, device=v.device)
     ht = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if output_final_state else None
-    grid = (triton.cdiv(V, BV), N * H)
+    grid = (NV, N * H)
     fused_recurrent_fwd_kernel[grid](
         q, k, v, g, g_gamma, gk, gv, o, initial_state, ht, cu_seqlens, scale, T,
         H=H, K=K, V=V, BK=BK, BV=BV, USE_G=g is not None, USE_G_GAMMA=g_gamma is not None,
@@ -260,9 +270,9 @@ def fused_recurrent_fwd(q, k, v, g=None, g_gamma=None, gk=None, gv=None, scale=1
 def _gate_grad(a, da, b, db, c, reduce, reverse, cu_seqlens, out_dtype):
     B, T, H, S = a.shape
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    BS = triton.next_power_of_2(S) if reduce else min(triton.next_power_of_2(S), 64)
+    BS = next_power_of_2(S) if reduce else min(next_power_of_2(S), 64)
     out = torch.empty((B, T, H) if reduce else (B, T, H, S), dtype=out_dtype, device=a.device)
-    grid = (1 if reduce else triton.cdiv(S, BS), N * H)
+    grid = (1 if reduce else cdiv(S, BS), N * H)
     gate_grad_kernel[grid](a, da, b, db, c, out, cu_seqlens, T, H=H, S=S, BT=32, BS=BS, REDUCE=reduce,
                            HAS_C=c is not None, HAS_DA=da is not None, REVERSE=reverse,
                            IS_VARLEN=cu_seqlens is not None)
@@ -274,9 +284,9 @@ def fused_recurrent_bwd(q, k, v, g, g_gamma, gk, gv, ht, do, dht, scale, initial
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    BK = triton.next_power_of_2(K)
+    BK = next_power_of_2(K)
     BV = _block_v(K, V, N * H)  # two tiles (S and dS) live in registers here
-    NV = triton.cdiv(V, BV)
+    NV = cdiv(V, BV)
     dq = torch.empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
     dk = torch.empty(NV, B, T, H, K, dtype=torch.float32, device=q.device)
     dv = torch.empty(B, T, H, V, dtype=torch.float32, device=q.device)
@@ -361,24 +371,35 @@ def torch_fused_recurrent(q, k, v, g=None, g_gamma=None, gk=None, gv=None, scale
     return o, (torch.cat(finals, 0) if output_final_state else None)
 
 
+def _gate_ok(t, shape, dev) -> bool:
+    return isinstance(t, torch.Tensor) and t.shape == shape and t.is_floating_point() and t.device == dev
+
+
 def _fast_valid(q, k, v, g, g_gamma, gk, gv, h0) -> bool:
     """Cheap all-good check for the decoding hot path (a few µs matter at T=1); any failure falls
-    through to ``_validate``, which names the bad argument."""
+    through to ``_validate``, which names the bad argument. It accepts only what ``_validate``
+    accepts (the same conditions, written as few tensor-attribute reads as possible: each costs
+    ~0.1-0.2 µs), so no ValueError is lost. Call with cu_seqlens None (N == B)."""
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
         return False
-    if q.dim() != 4 or k.shape != q.shape or v.dim() != 4 or v.shape[:3] != q.shape[:3]:
+    shape, v_shape = q.shape, v.shape
+    if len(shape) != 4 or len(v_shape) != 4 or k.shape != shape:
         return False
-    B, T, H, K = q.shape
-    V = v.shape[3]
-    if not (0 < K <= val.MAX_HEAD_DIM and 0 < V <= val.MAX_HEAD_DIM):
+    B, T, H, K = shape
+    Bv, Tv, Hv, V = v_shape
+    if Bv != B or Tv != T or Hv != H or not (0 < K <= val.MAX_HEAD_DIM and 0 < V <= val.MAX_HEAD_DIM):
+        return False
+    if not (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()):
         return False
     dev = q.device
-    for t, shape in ((g, (B, T, H)), (g_gamma, (H,)), (gk, (B, T, H, K)), (gv, (B, T, H, V)), (h0, (B, H, K, V))):
-        if t is not None and (not isinstance(t, torch.Tensor) or t.shape != shape or t.device != dev
-                              or not t.is_floating_point()):
-            return False
-    return (q.is_floating_point() and k.is_floating_point() and v.is_floating_point()
-            and k.device == dev and v.device == dev)
+    if k.device != dev or v.device != dev:
+        return False
+    # the optional tensors: one test each when absent (the common decode call passes g and h0 only)
+    return ((g is None or _gate_ok(g, (B, T, H), dev))
+            and (g_gamma is None or _gate_ok(g_gamma, (H,), dev))
+            and (gk is None or _gate_ok(gk, shape, dev))
+            and (gv is None or _gate_ok(gv, v_shape, dev))
+            and (h0 is None or _gate_ok(h0, (B, H, K, V), dev)))
 
 
 def _validate(q, k, v, g, g_gamma, gk, gv, initial_state, cu_seqlens, state_v_first):
@@ -448,9 +469,18 @@ def fused_recurrent(
     if not use_triton(q):
         return torch_fused_recurrent(q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state,
                                      reverse, cu_seqlens)
+    # .contiguous() returns the tensor itself when it already is; the None tests spare the calls
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    g, g_gamma, gk, gv, initial_state = (t.contiguous() if t is not None else None
-                                         for t in (g, g_gamma, gk, gv, initial_state))
+    if g is not None:
+        g = g.contiguous()
+    if g_gamma is not None:
+        g_gamma = g_gamma.contiguous()
+    if gk is not None:
+        gk = gk.contiguous()
+    if gv is not None:
+        gv = gv.contiguous()
+    if initial_state is not None:
+        initial_state = initial_state.contiguous()
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                        for t in (q, k, v, g, g_gamma, gk, gv, initial_state)):
         return FusedRecurrentFunction.apply(q, k, v, g, g_gamma, gk, gv, scale, initial_state,
