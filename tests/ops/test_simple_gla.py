@@ -132,3 +132,11 @@ def test_fused_and_split_walks(split, monkeypatch, nan_poison):
     monkeypatch.setenv("FLACTL_CHUNK_SPLIT", split)
     check(2, 130, 2, 32, 64, use_g=True, use_gamma=True)
     check(1, 0, 2, 16, 32, use_g=True, lengths=[1, 63, 130])
+
+
+@pytest.mark.parametrize("K", [100, 192])
+def test_split_walk_key_blocks(K, monkeypatch, nan_poison):
+    """The split walk (MODE 1) runs key blocks of 64 rows on their own programs: K not a multiple of
+    the block (100 -> 64 + 36 masked rows) and three blocks (192), with initial/final state and gradients."""
+    monkeypatch.setenv("FLACTL_CHUNK_SPLIT", "1")
+    check(1, 130, 2, K, 48, use_g=True, use_gamma=True)

@@ -62,14 +62,15 @@ def _seq_bounds(cu_seqlens, chunk_offsets, i_n, T, BT: tl.constexpr, IS_VARLEN: 
 
 
 @triton.jit
-def _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, H: tl.constexpr, K: tl.constexpr,
+def _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, k_off, H: tl.constexpr, K: tl.constexpr,
                 BT: tl.constexpr, BK: tl.constexpr,
                 USE_G: tl.constexpr, USE_G_GAMMA: tl.constexpr, USE_GK: tl.constexpr):
-    """Chunk-local cumulative log-decays: scalar (b_g [BT], b_gl) and vector (b_gk [BT,BK], b_gkl [BK])."""
+    """Chunk-local cumulative log-decays: scalar (b_g [BT], b_gl) and vector (b_gk [BT,BK], b_gkl [BK],
+    key channels k_off .. k_off+BK-1)."""
     o_i = tl.arange(0, BT)
     o_t = i_t * BT + o_i
     m_t = o_t < seq_len
-    o_k = tl.arange(0, BK)
+    o_k = k_off + tl.arange(0, BK)
     n_valid = tl.minimum(seq_len - i_t * BT, BT)
     b_g = tl.zeros([BT], dtype=tl.float32)
     b_gl = 0.0
@@ -90,7 +91,7 @@ def _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, H: tl.constexpr, K: tl.c
     return b_g, b_gl, b_gk, b_gkl
 
 
-@autotune(configs=_CONFIGS, key=["H", "K", "V", "BV", "USE_G", "USE_G_GAMMA", "USE_GK", "STORE_H", "MODE"])
+@autotune(configs=_CONFIGS, key=["H", "K", "V", "BK", "BV", "USE_G", "USE_G_GAMMA", "USE_GK", "STORE_H", "MODE"])
 @triton.jit
 def chunk_fwd_ho_kernel(
     q, k, v, g, gk, g_gamma, A, o, h, h0, ht, cu_seqlens, chunk_offsets, scale, T,
@@ -101,12 +102,20 @@ def chunk_fwd_ho_kernel(
 ):
     # MODE 0: walk the chunks and write o (fused). MODE 1: walk, only store h (and the final state).
     # MODE 2: one chunk per program (grid axis 2), o from the stored h — no sequential dependence.
+    # MODE 1 also splits the key dimension (block i_k on grid axis 2, BK < K possible): the update
+    # S <- e^{G_last} ⊙ S + (k ⊙ e^{G_last - G})^T v is independent per key row for scalar AND
+    # per-key-channel decays, so the walk needs only its BK rows of k / gk / h. Without o (which sums
+    # over all of K) nothing couples key blocks; more, smaller programs hide the walk's latency.
+    # MODE 0 / 2 compute o = q S and need full K per program (BK >= K, i_k = 0).
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_k = 0
+    if MODE == 1:
+        i_k = tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len, boc = _seq_bounds(cu_seqlens, chunk_offsets, i_n, T, BT, IS_VARLEN)
     NT = tl.cdiv(seq_len, BT)
     o_i = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
+    o_k = i_k * BK + tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
@@ -136,7 +145,7 @@ def chunk_fwd_ho_kernel(
             b_s = tl.load(h + ((boc + i_t) * H + i_h) * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
         elif STORE_H:
             tl.store(h + ((boc + i_t) * H + i_h) * K * V + o_kv, b_s.to(h.dtype.element_ty), mask=m_kv)
-        b_g, b_gl, b_gk, b_gkl = _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, H, K, BT, BK,
+        b_g, b_gl, b_gk, b_gkl = _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, i_k * BK, H, K, BT, BK,
                                              USE_G, USE_G_GAMMA, USE_GK)
         b_q = b_k
         if MODE != 1:
@@ -174,7 +183,7 @@ def chunk_fwd_ho_kernel(
         tl.store(ht + i_nh.to(tl.int64) * K * V + o_kv, b_s, mask=m_kv)
 
 
-@autotune(configs=_CONFIGS, key=["H", "K", "V", "BV", "USE_G", "USE_G_GAMMA", "USE_GK", "MODE"])
+@autotune(configs=_CONFIGS, key=["H", "K", "V", "BK", "BV", "USE_G", "USE_G_GAMMA", "USE_GK", "MODE"])
 @triton.jit
 def chunk_bwd_dh_dv_kernel(
     q, k, do, g, gk, g_gamma, A, dv, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T,
@@ -185,12 +194,18 @@ def chunk_bwd_dh_dv_kernel(
 ):
     # MODE 0: reverse walk storing dh and writing dv. MODE 1: walk, only dh (and dh0).
     # MODE 2: one chunk per program (grid axis 2): dv from the stored dh.
+    # MODE 1 also splits the key dimension (block i_k on grid axis 2): dS <- e^{G_last} ⊙ dS +
+    # scale (q ⊙ e^G)^T do is independent per key row (scalar and per-key-channel decays), so it
+    # needs only its BK columns of q / gk and rows of dh. MODE 0 / 2 need full K for dv (i_k = 0).
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
+    i_k = 0
+    if MODE == 1:
+        i_k = tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     bos, seq_len, boc = _seq_bounds(cu_seqlens, chunk_offsets, i_n, T, BT, IS_VARLEN)
     NT = tl.cdiv(seq_len, BT)
     o_i = tl.arange(0, BT)
-    o_k = tl.arange(0, BK)
+    o_k = i_k * BK + tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     m_kv = m_k[:, None] & m_v[None, :]
@@ -227,7 +242,7 @@ def chunk_bwd_dh_dv_kernel(
             b_ds = tl.load(p_dh, mask=m_kv, other=0.0).to(tl.float32)
         else:
             tl.store(p_dh, b_ds.to(dh.dtype.element_ty), mask=m_kv)
-        b_g, b_gl, b_gk, b_gkl = _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, H, K, BT, BK,
+        b_g, b_gl, b_gk, b_gkl = _load_gates(g, gk, g_gamma, bos, i_t, i_h, seq_len, i_k * BK, H, K, BT, BK,
                                              USE_G, USE_G_GAMMA, USE_GK)
         b_qd = b_q.to(tl.float32)
         b_kd = b_k.to(tl.float32)
@@ -332,8 +347,11 @@ def chunk_fwd_ho(
     if not split:
         chunk_fwd_ho_kernel[(triton.cdiv(V, BV), N * H)](*args, BV=BV, STORE_H=store_h, MODE=0, **common)
     else:
-        BVw = 32  # light walk: narrower V blocks -> more programs
-        chunk_fwd_ho_kernel[(triton.cdiv(V, BVw), N * H)](*args, BV=BVw, STORE_H=True, MODE=1, **common)
+        # light walk: narrower V blocks and key blocks of <= 64 rows -> more, shorter programs (the
+        # walk is latency bound: at N*H=16, K=V=128 this is 128 programs instead of 64 on 132 SMs)
+        BVw, BKw = 32, min(64, BK)
+        chunk_fwd_ho_kernel[(triton.cdiv(V, BVw), N * H, triton.cdiv(K, BKw))](
+            *args, BV=BVw, STORE_H=True, MODE=1, **{**common, "BK": BKw})
         grid = (triton.cdiv(V, BV), N * H, _max_chunks(cu_seqlens, T, BT, offs))
         chunk_fwd_ho_kernel[grid](*args, BV=BV, STORE_H=False, MODE=2, **common)
     return o, (h if store_h else None), ht
@@ -364,7 +382,10 @@ def chunk_bwd_dh_dv(
     if not split_walk(N, H, V, q.device):
         chunk_bwd_dh_dv_kernel[(triton.cdiv(V, BV), N * H)](*args, BV=BV, MODE=0, **common)
     else:
-        chunk_bwd_dh_dv_kernel[(triton.cdiv(V, 32), N * H)](*args, BV=32, MODE=1, **common)
+        # light walk over V blocks of 32 and key blocks of <= 64 rows (see chunk_fwd_ho)
+        BVw, BKw = 32, min(64, BK)
+        chunk_bwd_dh_dv_kernel[(triton.cdiv(V, BVw), N * H, triton.cdiv(K, BKw))](
+            *args, BV=BVw, MODE=1, **{**common, "BK": BKw})
         grid = (triton.cdiv(V, BV), N * H, _max_chunks(cu_seqlens, T, BT, offs))
         chunk_bwd_dh_dv_kernel[grid](*args, BV=BV, MODE=2, **common)
     return dv, dh, dh0
