@@ -25,6 +25,7 @@ import traceback
 import torch
 
 START = time.time()
+NO_FLA = False
 
 
 def log(*a):
@@ -168,6 +169,8 @@ def throughput(out_dir, deadline):
         for B, T in ((8, 2048), (2, 8192)):
             impls = (("flactl", "fla", "hf-llama-sdpa") if fla_tf else ("flactl", "hf-llama-sdpa")) \
                 if name == "transformer" else ("flactl", "fla")
+            if NO_FLA:  # a cold machine spends minutes in fla's autotuning: measure ours + HF Llama only
+                impls = tuple(i for i in impls if i != "fla")
             for impl in impls:
                 key = f"{name}/{impl}/{B}x{T}"
                 if time.time() - START > deadline:
@@ -200,7 +203,10 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--deadline", type=float, default=400.0, help="stop starting new cases after this many s")
     ap.add_argument("--parity-deadline", type=float, default=200.0, help="with 'all': parity stops here")
+    ap.add_argument("--no-fla", action="store_true", help="throughput without fla (flactl and HF Llama only)")
     a = ap.parse_args()
+    global NO_FLA
+    NO_FLA = a.no_fla
     import triton
     env = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__}
     try:
