@@ -110,3 +110,27 @@ def test_fused_linear_ce_sliced_dw(monkeypatch):
     _ref_linear_ce(xr, t, Wr, None, 0.0, "mean").backward()
     assert_close("dx", xr.grad, got[0], tol(1e-5, 1.5e-2))
     assert_close("dW", Wr.grad, got[1], tol(1e-5, 1.5e-2))
+
+
+@pytest.mark.parametrize("V", [32000, 128256, 151936])
+def test_real_vocab_sizes(nan_poison, V):
+    """The vocab sizes of Llama-2 / Llama-3 / Qwen2 (not powers of two, rows longer than one block):
+    fused CE and fused linear CE (label smoothing, ignored rows) against full-logit references."""
+    n, H = 5, 8
+    logits = randn(n, V, requires_grad=True, scale=2.0)
+    t = _targets(n, V)
+    loss = FusedCrossEntropyLoss(label_smoothing=0.1)(logits, t)
+    loss.backward()
+    lr = logits.detach().double().requires_grad_()
+    F.cross_entropy(lr, t, label_smoothing=0.1).backward()
+    assert_close("loss", F.cross_entropy(lr.detach(), t, label_smoothing=0.1), loss, tol(1e-6, 5e-3))
+    assert_close("dlogits", lr.grad, logits.grad, tol(1e-5, 1e-2))
+    x, W = randn(n, H, requires_grad=True), randn(V, H, requires_grad=True, scale=0.3)
+    loss = fused_linear_cross_entropy(x, t, W, num_chunks=2)
+    loss.backward()
+    xr, Wr = (a.detach().double().requires_grad_() for a in (x, W))
+    ref = F.cross_entropy(xr @ Wr.T, t)
+    ref.backward()
+    assert_close("linear loss", ref, loss, tol(1e-6, 5e-3))
+    assert_close("dx", xr.grad, x.grad, tol(1e-5, 1.5e-2))
+    assert_close("dW", Wr.grad, W.grad, tol(1e-5, 1.5e-2))
