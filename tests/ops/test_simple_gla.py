@@ -143,3 +143,16 @@ def test_split_walk_key_blocks(K, monkeypatch, nan_poison):
     the block (100 -> 64 + 36 masked rows) and three blocks (192), with initial/final state and gradients."""
     monkeypatch.setenv("FLACTL_CHUNK_SPLIT", "1")
     check(1, 130, 2, K, 48, use_g=True, use_gamma=True)
+
+
+def test_split_walk_rule(monkeypatch):
+    """The routing measured on the H100 (see chunk_h.split_walk): 132 SMs, issue shapes."""
+    from flactl.ops.common.chunk_h import split_walk
+    monkeypatch.delenv("FLACTL_CHUNK_SPLIT", raising=False)
+    cpu = torch.device("cpu")  # counts as 132 SMs
+    assert split_walk(1, 16, 128, 128, cpu)        # (1,16384,16,128): 32 programs
+    assert split_walk(4, 16, 128, 128, cpu)        # (4,4096,16,128): 128 programs, K=128
+    assert not split_walk(4, 32, 64, 64, cpu)      # (4,4096,32,64): 128 programs, K=64
+    assert not split_walk(8, 16, 128, 128, cpu)    # (8,2048,16,128): 256 programs
+    monkeypatch.setenv("FLACTL_CHUNK_SPLIT", "1")
+    assert split_walk(8, 16, 128, 128, cpu)

@@ -285,22 +285,40 @@ def _block_k(K: int) -> int:
     return max(32, triton.next_power_of_2(K))
 
 
-def split_walk(N: int, H: int, V: int, device) -> bool:
+def split_walk(N: int, H: int, K: int, V: int, device) -> bool:
     """Whether to split the state walk from the output (MODE 1 + MODE 2) instead of fusing (MODE 0).
 
-    The fused walk runs N*H*cdiv(V, 64) programs, each sequential over all chunks: with fewer
-    programs than SMs (long sequences, small batch) most SMs idle, and a light walk (states only,
-    32-wide V blocks) followed by a chunk-parallel output kernel is faster. Measured on the H100
-    (bf16, 2026-11-22, simple_gla fwd / fwd+bwd ms, fused -> split): (1,16384,16,128) [32 programs]
-    1.42/6.17 -> 0.63/4.50; (4,4096,16,128) [128] 0.42/1.82 -> 0.33/1.68; (4,4096,32,64) [128]
-    0.245/1.469 -> 0.251/1.495 (even); (8,2048,16,128) [256] 0.228/1.326 -> 0.344/1.404 (worse).
-    Both walks pass the bf16 GPU tests. FLACTL_CHUNK_SPLIT=0/1 forces one.
+    The fused walk runs N*H*cdiv(V, 64) programs, each sequential over all chunks. With few programs
+    (long sequences, small batch) most SMs idle, and a light walk (states only, 32-wide V blocks and
+    64-row K blocks) followed by a chunk-parallel output kernel is faster. The split pays one more
+    pass over q/k/v and a round trip of the states, which a fused walk with small heads (K <= 64: a
+    cheap step) wins back unless the SMs are badly under-filled. Measured on the H100 (bf16,
+    2026-11-22, simple_gla fwd / fwd+bwd ms, fused -> split), [fused-walk programs]:
+      (1,16384,16,128) [32]   1.43 / 3.39 -> 0.56 / 1.49      split
+      (4,4096,16,128)  [128]  0.37 / 1.07 -> 0.33 / 0.99      split
+      (4,4096,32,64)   [128]  0.25 / 1.30 -> 0.28 / 1.45      fused (K = 64)
+      (8,2048,16,128)  [256]  0.22 / 1.21 -> 0.34 / 1.29      fused
+    Rule: split below half the SMs, or below all SMs when K > 64. Both walks pass the bf16 GPU tests.
+    FLACTL_CHUNK_SPLIT=0/1 forces one.
     """
     forced = os.environ.get("FLACTL_CHUNK_SPLIT")
     if forced in ("0", "1"):
         return forced == "1"
-    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
-    return N * H * triton.cdiv(V, 64) < sms
+    sms = _sm_count(device)
+    programs = N * H * triton.cdiv(V, 64)
+    return programs < sms // 2 or (programs < sms and K > 64)
+
+
+_SMS = {}
+
+
+def _sm_count(device) -> int:
+    if device.type != "cuda":
+        return 132  # the interpreter: behave like an H100 so CPU tests take the same routes
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SMS:
+        _SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return _SMS[idx]
 
 
 def _max_chunks(cu_seqlens, T, BT, offs):
@@ -335,7 +353,7 @@ def chunk_fwd_ho(
     BT = chunk_size
     N, NT_all, offs = _varlen(cu_seqlens, B, T, BT)
     BK, BV = _block_k(K), _block_v(K, V)
-    split = split_walk(N, H, V, q.device)
+    split = split_walk(N, H, K, V, q.device)
     o = torch.empty_like(v)
     Bh = B if cu_seqlens is None else 1
     h = q.new_empty(Bh, NT_all // Bh, H, K, V, dtype=k.dtype) if (store_h or split) else None
@@ -379,7 +397,7 @@ def chunk_bwd_dh_dv(
                   USE_GK=gk is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
                   STORE_INITIAL_STATE_GRADIENT=need_dh0, IS_VARLEN=cu_seqlens is not None)
     args = (q, k, do, g, gk, g_gamma, A, dv, dh, dht, dh0, cu_seqlens, offs, scale, T)
-    if not split_walk(N, H, V, q.device):
+    if not split_walk(N, H, K, V, q.device):
         chunk_bwd_dh_dv_kernel[(triton.cdiv(V, BV), N * H)](*args, BV=BV, MODE=0, **common)
     else:
         # light walk over V blocks of 32 and key blocks of <= 64 rows (see chunk_fwd_ho)
