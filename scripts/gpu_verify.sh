@@ -35,11 +35,20 @@ fi
 if [ "$what" = all ] || [ "$what" = bench ]; then
   # Cold-machine autotuning (ours and fla's) dominates: on 2026-11-22 the GLA-family bench had done one
   # of its 12 rows after 260 s. Give it most of a call of its own; the delta bench without fla ran in 26 s.
-  timeout ${FLACTL_GLA_BENCH_TIMEOUT:-480} python3 -u scripts/gpu_gla_family.py --skip-correctness \
+  # fla side by side costs most of a 10-minute call on a cold machine (its autotuning: 2 rows in 326 s on
+  # 2026-11-22); without it the whole GLA-family table takes ~100 s. WITH_FLA=1 to include it.
+  nofla="--no-fla"; [ "${WITH_FLA:-0}" = 1 ] && nofla=""
+  timeout ${FLACTL_GLA_BENCH_TIMEOUT:-480} python3 -u scripts/gpu_gla_family.py --skip-correctness $nofla \
     --out "$OUT/gla_family.json" > "$OUT/gla_family.txt" 2>&1
   summary+=("gla family bench exit $?")
-  timeout 120 python3 -u scripts/gpu_delta.py --skip-checks --skip-decode > "$OUT/delta.txt" 2>&1
+  timeout 120 python3 -u scripts/gpu_delta.py --skip-checks --skip-decode $nofla > "$OUT/delta.txt" 2>&1
   summary+=("delta bench exit $?")
+  # decode step of the gated delta rule (issue 4 targets: B=256 >= 85% of copy BW, B=1 <= 30 us, graph)
+  timeout 90 python3 -u scripts/gpu_delta.py --skip-checks --skip-bench --no-fla-chunk > "$OUT/delta_decode.txt" 2>&1
+  summary+=("delta decode bench exit $?")
+  # kernel-level profile of one fwd+bwd step per op (where the time goes; host gap)
+  timeout 90 python3 -u scripts/gpu_profile.py --out "$OUT/profile.json" > "$OUT/profile.txt" 2>&1
+  summary+=("profile exit $?")
   timeout 60 python3 -u scripts/gpu_recurrent.py --parts hgrn --out "$OUT/recurrent.json" > "$OUT/recurrent.txt" 2>&1
   summary+=("recurrent/hgrn bench exit $?")
 fi
