@@ -24,6 +24,8 @@ interpreter (fla's and flactl's files are untouched):
     AttributeError). NO_FOR_PATCH=1 turns this one off.
   * Masked load/store: a non-bool (int64) mask is cast to bool (fla's chunk_hgrn_fwd_kernel_h builds
     ``mask & (i_t * BT + i < T)`` as int64; the interpreter raises "mask has unsupported dtype").
+  * ``libdevice.log1p`` (a bodiless stub the interpreter does not implement; fla's ``logaddexp`` in LightNet's
+    key normaliser calls it) gets a numpy body.
 fla 0.6.0's chunk_delta_rule and chunk_gated_delta_product ``assert q.dtype != torch.float32``; where that fires the
 case is rerun with a copy of the function minus that one line (marked ``*`` in the table, ``fla_fp32_error`` in JSON).
 Runtime on 2 CPU cores: ~21 min for all families (fla's fused_recurrent delta-rule kernels are slow in the
@@ -136,6 +138,18 @@ def patch_triton_interpreter():
     B.create_masked_store = lambda self, ptrs, value, mask, *a, **k: orig_store(self, ptrs, value, as_bool(mask), *a, **k)
     if os.environ.get("NO_FOR_PATCH") != "1":
         ti.ASTTransformer.visit_For = visit_For
+
+    # libdevice functions are bodiless stubs that the interpreter never implements (they return None); fla's
+    # ``logaddexp`` (op.py, the combine function of the LightNet key normaliser's associative_scan) calls
+    # ``libdevice.log1p``. Give that one stub a numpy body; unset stubs elsewhere still fail loudly.
+    import triton.language as tl
+    import triton.language.extra.libdevice as libdevice
+
+    def log1p(x, *a, **k):
+        h = x.handle
+        return tl.tensor(ti.TensorHandle(np.log1p(h.data), h.dtype), x.type)
+
+    libdevice.log1p = log1p
 
 
 def compare(a, b):

@@ -69,6 +69,9 @@ PARITY = {
     "gated_deltaproduct": ("GatedDeltaProduct", dict(head_dim=64, num_heads=4, expand_v=1, num_householder=2,
                                                      use_forget_gate=True, allow_neg_eigval=True)),
     "comba": ("Comba", dict(head_dim=64, num_heads=4, expand_v=1)),
+    "mla": ("MLA", dict(num_heads=4, q_lora_rank=64, kv_lora_rank=128, qk_rope_head_dim=32, qk_nope_head_dim=64,
+                       qk_head_dim=96, v_head_dim=64)),
+    "lightnet": ("LightNet", dict(expand_ratio=64, gate_low_rank_dim=32, use_short_conv=True)),
 }
 
 

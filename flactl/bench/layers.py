@@ -16,7 +16,7 @@ LAYERS = {
     "delta_net": "DeltaNet", "delta_rule": "DeltaNet", "gated_deltanet": "GatedDeltaNet",
     "gated_delta_rule": "GatedDeltaNet", "linear_attn": "LinearAttention", "hgrn": "HGRNAttention",
     "hgrn2": "HGRN2Attention", "mamba2": "Mamba2", "gated_deltaproduct": "GatedDeltaProduct", "attn": "Attention",
-    "comba": "Comba",
+    "comba": "Comba", "lightnet": "LightNetAttention",
 }
 PROVIDERS = ("flactl", "fla", "sdpa")
 

@@ -13,9 +13,11 @@ from .gated_deltaproduct import GatedDeltaProduct
 from .gla import GatedLinearAttention
 from .hgrn import HGRNAttention
 from .hgrn2 import HGRN2Attention
+from .lightnet import LightNetAttention
 from .linear_attn import LinearAttention
 from .mamba2 import Mamba2
+from .mla import MultiheadLatentAttention
 from .multiscale_retention import MultiScaleRetention
 
-__all__ = ["Attention", "Comba", "DeltaNet", "GatedDeltaNet", "GatedDeltaProduct", "GatedLinearAttention", "HGRNAttention", "HGRN2Attention", "LinearAttention",
-           "Mamba2", "MultiScaleRetention"]
+__all__ = ["Attention", "Comba", "DeltaNet", "GatedDeltaNet", "GatedDeltaProduct", "GatedLinearAttention", "HGRNAttention", "HGRN2Attention", "LightNetAttention", "LinearAttention",
+           "Mamba2", "MultiheadLatentAttention", "MultiScaleRetention"]

@@ -7,6 +7,7 @@ columns when a window is set. Packed input (``cu_seqlens``) runs one batched cal
 FlexAttention with a document-causal (and windowed) BlockMask on CUDA, one SDPA call with a
 block-diagonal causal boolean mask otherwise (``_packed``). Parameter names equal fla's ``Attention``
 (``q_proj, k_proj, v_proj, o_proj, q_norm, k_norm``).
+Everything after the projections lives in :class:`SoftmaxAttentionBase`, shared with MLA (mla.py).
 """
 from __future__ import annotations
 
@@ -21,62 +22,21 @@ from ._deps import RMSNorm
 from .utils import SeqContext, get_layer_state, layer_context, rope_qk
 
 
-class Attention(nn.Module):
-    """Multi-head softmax attention.
+class SoftmaxAttentionBase(nn.Module):
+    """Causal softmax attention on per-head q/k/v: k/v cache, sliding window, padding and packed input.
 
-    Args:
-        hidden_size: model width h.
-        num_heads: query heads H; head_dim = h // H unless given.
-        num_kv_heads: key/value heads (GQA), divides num_heads. Default num_heads.
-        qkv_bias: bias on q/k/v projections.
-        qk_norm: RMSNorm over head_dim of q and k (before RoPE).
-        window_size: sliding window W (None = full causal attention).
-        rope_theta: RoPE base (None disables RoPE).
-        max_position_embeddings: accepted for fla compatibility (RoPE is computed on the fly).
-        layer_idx: index in the model (required with a cache).
-
-    forward(hidden_states [B, T, h], attention_mask [B, T] or [B, past+T] 0/1, past_key_values,
-    use_cache, cu_seqlens [N+1] for packed [1, T, h]) -> (o [B, T, h], None, past_key_values).
+    Shared by :class:`Attention` and ``MultiheadLatentAttention`` (which differ only in how q/k/v are
+    projected). Subclasses set ``num_heads``, ``num_kv_heads``, ``head_dim`` (of q/k), ``window_size``
+    and ``layer_idx``.
     """
 
-    def __init__(self, hidden_size: int = 2048, num_heads: int = 32, num_kv_heads: Optional[int] = None,
-                 qkv_bias: bool = False, qk_norm: bool = False, window_size: Optional[int] = None,
-                 rope_theta: Optional[float] = 10000.0, max_position_embeddings: Optional[int] = None,
-                 head_dim: Optional[int] = None, norm_eps: float = 1e-6, layer_idx: Optional[int] = None,
-                 **kwargs):
-        super().__init__()
-        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
-        if num_heads % num_kv_heads != 0:
-            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
-        self.hidden_size, self.num_heads, self.num_kv_heads = hidden_size, num_heads, num_kv_heads
-        self.head_dim = head_dim or hidden_size // num_heads
-        self.kv_dim = num_kv_heads * self.head_dim
-        self.qkv_bias, self.qk_norm = qkv_bias, qk_norm
-        self.window_size, self.rope_theta = window_size, rope_theta
-        self.max_position_embeddings = max_position_embeddings
-        self.layer_idx = layer_idx
-        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=qkv_bias)
-        self.k_proj = nn.Linear(hidden_size, self.kv_dim, bias=qkv_bias)
-        self.v_proj = nn.Linear(hidden_size, self.kv_dim, bias=qkv_bias)
-        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
-        if qk_norm:
-            self.q_norm = RMSNorm(self.head_dim, eps=norm_eps)
-            self.k_norm = RMSNorm(self.head_dim, eps=norm_eps)
+    def attend(self, q, k, v, ctx: SeqContext, past_key_values=None, use_cache: bool = False) -> torch.Tensor:
+        """Causal (windowed) attention of the new tokens over the cached and new keys; caches k/v.
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx: Optional[SeqContext] = None, **kwargs):
-        x, ctx, repad = layer_context(hidden_states, attention_mask, cu_seqlens, past_key_values,
-                                      self.layer_idx, seq_ctx)
-        lead = x.shape[:2]
-        q = self.q_proj(x).view(*lead, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(*lead, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(*lead, self.num_kv_heads, self.head_dim)
-        if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if self.rope_theta is not None:
-            q, k = rope_qk(q, k, ctx, self.head_dim, self.rope_theta)
-
+        q ``[.., T, H, Dqk]``, k ``[.., T, Hkv, Dqk]``, v ``[.., T, Hkv, Dv]`` in the layout the layer sees
+        (``[1, total, ..]`` when unpadded or packed). Returns o ``[.., T, H, Dv]`` in the same layout and,
+        with ``use_cache``, stores ``attn_state = (k, v)`` in the padded column layout, trimmed to the window.
+        """
         state = get_layer_state(past_key_values, self.layer_idx)
         past_kv = state.get("attn_state") if state is not None else None
         if ctx.caller_cu_seqlens:
@@ -97,10 +57,7 @@ class Attention(nn.Module):
                 k_all, v_all = k_all[:, -self.window_size:], v_all[:, -self.window_size:]
             past_key_values.update_layer(self.layer_idx, offset=ctx.seq_len,
                                          attn_state=(k_all.contiguous(), v_all.contiguous()))
-        o = self.o_proj(o.reshape(*lead, -1))
-        if repad:
-            o = ctx.pad(o)
-        return o, None, past_key_values
+        return o
 
     def _sdpa(self, q, k, v, mask=None, is_causal=False):
         # [B, T, H, D] -> SDPA layout [B, H, T, D]; GQA by repeating kv heads (works on every backend).
@@ -176,6 +133,69 @@ class Attention(nn.Module):
         o = fn(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), block_mask=block_mask,
                enable_gqa=self.num_heads != self.num_kv_heads)
         return o.transpose(1, 2)
+
+
+class Attention(SoftmaxAttentionBase):
+    """Multi-head softmax attention.
+
+    Args:
+        hidden_size: model width h.
+        num_heads: query heads H; head_dim = h // H unless given.
+        num_kv_heads: key/value heads (GQA), divides num_heads. Default num_heads.
+        qkv_bias: bias on q/k/v projections.
+        qk_norm: RMSNorm over head_dim of q and k (before RoPE).
+        window_size: sliding window W (None = full causal attention).
+        rope_theta: RoPE base (None disables RoPE).
+        max_position_embeddings: accepted for fla compatibility (RoPE is computed on the fly).
+        layer_idx: index in the model (required with a cache).
+
+    forward(hidden_states [B, T, h], attention_mask [B, T] or [B, past+T] 0/1, past_key_values,
+    use_cache, cu_seqlens [N+1] for packed [1, T, h]) -> (o [B, T, h], None, past_key_values).
+    """
+
+    def __init__(self, hidden_size: int = 2048, num_heads: int = 32, num_kv_heads: Optional[int] = None,
+                 qkv_bias: bool = False, qk_norm: bool = False, window_size: Optional[int] = None,
+                 rope_theta: Optional[float] = 10000.0, max_position_embeddings: Optional[int] = None,
+                 head_dim: Optional[int] = None, norm_eps: float = 1e-6, layer_idx: Optional[int] = None,
+                 **kwargs):
+        super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_heads % num_kv_heads != 0:
+            raise ValueError(f"num_heads ({num_heads}) must be a multiple of num_kv_heads ({num_kv_heads})")
+        self.hidden_size, self.num_heads, self.num_kv_heads = hidden_size, num_heads, num_kv_heads
+        self.head_dim = head_dim or hidden_size // num_heads
+        self.kv_dim = num_kv_heads * self.head_dim
+        self.qkv_bias, self.qk_norm = qkv_bias, qk_norm
+        self.window_size, self.rope_theta = window_size, rope_theta
+        self.max_position_embeddings = max_position_embeddings
+        self.layer_idx = layer_idx
+        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden_size, self.kv_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden_size, self.kv_dim, bias=qkv_bias)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)
+        if qk_norm:
+            self.q_norm = RMSNorm(self.head_dim, eps=norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, eps=norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
+                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx: Optional[SeqContext] = None, **kwargs):
+        x, ctx, repad = layer_context(hidden_states, attention_mask, cu_seqlens, past_key_values,
+                                      self.layer_idx, seq_ctx)
+        lead = x.shape[:2]
+        q = self.q_proj(x).view(*lead, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(*lead, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(*lead, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope_theta is not None:
+            q, k = rope_qk(q, k, ctx, self.head_dim, self.rope_theta)
+
+        o = self.attend(q, k, v, ctx, past_key_values, use_cache)
+        o = self.o_proj(o.reshape(*lead, -1))
+        if repad:
+            o = ctx.pad(o)
+        return o, None, past_key_values
 
 
 # Largest packed length for which the boolean [total, total] mask path is used (bytes = total^2).

@@ -17,18 +17,42 @@ GATE_ACTIVATIONS = {"swish": F.silu, "silu": F.silu, "sigmoid": torch.sigmoid, "
 
 
 class RecurrentMixer(nn.Module):
-    """Base class. Subclasses set ``self.mode`` and ``self.layer_idx`` and call the helpers below."""
+    """Base class of the recurrent token mixers. Subclasses set ``self.mode`` and ``self.layer_idx``,
+    build their projections with the helpers below and implement :meth:`mix`; :meth:`forward` (fla's
+    layer contract) is shared."""
 
     mode: str = "chunk"
     layer_idx: Optional[int] = None
 
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
+                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx: Optional[SeqContext] = None, **kwargs):
+        """hidden_states [B, T, h] → (o [B, T, h], None, past_key_values).
+
+        Padding is removed once (or the caller's packed ``cu_seqlens`` used), the kernel mode picked,
+        the family's :meth:`mix` run on the unpadded tokens, its new states stored in the cache, and the
+        output padded back to the caller's layout.
+        """
+        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
+        o, states = self.mix(x, ctx.cu_seqlens, state, mode, use_cache, ctx=ctx, **kwargs)
+        self.save(past_key_values, use_cache, ctx, **states)
+        return self.finish(o, ctx, repad), None, past_key_values
+
+    def mix(self, x: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool,
+            **kwargs):
+        """The family's token mixing on x [1 or B, T, h] (cu: packed sequence offsets or None; state: this
+        layer's cached dict, empty without a cache; mode: 'chunk' | 'fused_recurrent'; kwargs: ``ctx`` (the
+        SeqContext, for positions) and whatever the model passes, e.g. HGRN's ``lower_bound``) → (o [.., h],
+        dict of states to cache, e.g. recurrent_state / conv_state)."""
+        raise NotImplementedError
+
     def begin(self, hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx: Optional[SeqContext]):
-        """→ (x in kernel layout, ctx, repad flag, cached dict or None, 'chunk' | 'fused_recurrent')."""
+        """→ (x in kernel layout, ctx, repad flag, cached dict ({} without one), 'chunk' | 'fused_recurrent')."""
         if self.mode not in ("chunk", "fused_recurrent", "fused_chunk", "parallel"):
             raise ValueError(f"mode must be 'chunk' or 'fused_recurrent', got {self.mode!r}")
         x, ctx, repad = layer_context(hidden_states, attention_mask, cu_seqlens, past_key_values,
                                       self.layer_idx, seq_ctx)
-        state = get_layer_state(past_key_values, self.layer_idx)
+        state = get_layer_state(past_key_values, self.layer_idx) or {}
         # Short inputs outside training (decoding) use the token-by-token kernel; long ones the chunk kernel.
         mode = "fused_recurrent" if use_recurrent_mode(self.mode, x.shape[1], self.training) else "chunk"
         return x, ctx, repad, state, mode
@@ -37,7 +61,7 @@ class RecurrentMixer(nn.Module):
     def run_convs(convs: Sequence[nn.Module], inputs: Sequence[torch.Tensor], state, use_cache: bool,
                   cu_seqlens):
         """Apply each short conv to its input with its cached window → (outputs, new conv states tuple)."""
-        cached = state.get("conv_state") if state is not None else None
+        cached = state.get("conv_state") if state else None
         outs, finals = [], []
         for i, (conv, x) in enumerate(zip(convs, inputs)):
             cache = cached[i] if cached is not None else None
@@ -45,6 +69,23 @@ class RecurrentMixer(nn.Module):
             outs.append(y)
             finals.append(final)
         return outs, (tuple(finals) if use_cache else None)
+
+    @staticmethod
+    def heads_from_expand_ratio(hidden_size: int, num_heads: Optional[int], expand_ratio: Optional[int]):
+        """(num_heads, expand_ratio) for layers sized by either (HGRN2, LightNet: expand_ratio is the key
+        head dim; the other follows from hidden_size)."""
+        if expand_ratio is None and num_heads is not None:
+            expand_ratio = hidden_size // num_heads
+        elif expand_ratio is not None and num_heads is None:
+            if not 0 < expand_ratio <= hidden_size:
+                raise ValueError(f"expand_ratio ({expand_ratio}, the key head dim) must be in 1..hidden_size "
+                                 f"({hidden_size}); or give num_heads")
+            num_heads = hidden_size // expand_ratio
+        elif expand_ratio is None and num_heads is None:
+            raise ValueError("one of num_heads or expand_ratio must be given")
+        if num_heads < 1 or hidden_size % num_heads:
+            raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads})")
+        return num_heads, expand_ratio
 
     def build_qkv(self, hidden_size: int, q_dim: int, k_dim: int, v_dim: int, use_short_conv: bool,
                   conv_size: int, conv_bias: bool, qk_activation: Optional[str] = "silu") -> None:

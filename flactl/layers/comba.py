@@ -72,11 +72,7 @@ class Comba(RecurrentMixer):
         if self.use_inner_decay and not getattr(self.decay, "_is_hf_initialized", False):
             copy(self.decay, torch.ones_like(self.decay))
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
-        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
-        cu = ctx.cu_seqlens
+    def mix(self, x: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool, **kwargs):
         q, k, v, conv_state = self.project_delta_qkv(x, state, use_cache, cu)
         q, k, v = self.split_delta_heads(x, q, k, v)
         # p and the corrected q are formed before the in-kernel L2 norm (which also normalises p).
@@ -84,11 +80,11 @@ class Comba(RecurrentMixer):
         if self.use_output_correction:
             q = q - self.D.to(q.dtype)[:, None] * p
         # Gates go to the kernel raw (as Gated DeltaNet): g = -exp(A_log) softplus(a + dt_bias), beta = sigmoid(b).
-        h0 = state.get("recurrent_state") if state is not None else None
+        h0 = state.get("recurrent_state")
         o, ht = comba_op(mode, q, k, v, p, self.a_proj(x), self.b_proj(x), initial_state=h0,
                          output_final_state=use_cache, cu_seqlens=cu, use_qk_l2norm_in_kernel=True,
                          use_gate_in_kernel=True, A_log=self.A_log, dt_bias=self.dt_bias,
                          use_beta_sigmoid_in_kernel=True)
-        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
+        states = dict(recurrent_state=ht, conv_state=conv_state)
         o = self.gated_output(o, x)
-        return self.finish(o, ctx, repad), None, past_key_values
+        return o, states

@@ -54,11 +54,7 @@ class DeltaNet(RecurrentMixer):
             self.b_proj = nn.Linear(hidden_size, num_heads, bias=False)
         self.build_gated_output(hidden_size, self.value_dim, self.head_v_dim, use_gate, norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
-        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
-        cu = ctx.cu_seqlens
+    def mix(self, x: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool, **kwargs):
         q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
         if not self.use_short_conv:
             if self.qk_activation == "silu":
@@ -73,9 +69,9 @@ class DeltaNet(RecurrentMixer):
         beta = self.b_proj(x).sigmoid() if self.use_beta else q.new_ones(*lead, self.num_heads)
         if self.allow_neg_eigval:
             beta = beta * 2.0
-        h0 = state.get("recurrent_state") if state is not None else None
+        h0 = state.get("recurrent_state")
         o, ht = delta_op(mode, q, k, v, beta, initial_state=h0, output_final_state=use_cache, cu_seqlens=cu,
                          use_qk_l2norm_in_kernel=self.qk_norm == "l2")
-        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
+        states = dict(recurrent_state=ht, conv_state=conv_state)
         o = self.gated_output(o, x)
-        return self.finish(o, ctx, repad), None, past_key_values
+        return o, states

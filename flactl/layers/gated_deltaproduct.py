@@ -54,11 +54,7 @@ class GatedDeltaProduct(RecurrentMixer):
             return
         init_decay_gate_params(init, self.A_log, self.dt_bias)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
-        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
-        cu = ctx.cu_seqlens
+    def mix(self, x: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool, **kwargs):
         q, k, v, conv_state = self.project_delta_qkv(x, state, use_cache, cu)
         B, T = x.shape[:2]
         n, H, K, V = self.num_householder, self.num_heads, self.head_k_dim, self.head_v_dim
@@ -71,9 +67,9 @@ class GatedDeltaProduct(RecurrentMixer):
         g = None
         if self.use_forget_gate:
             g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)
-        h0 = state.get("recurrent_state") if state is not None else None
+        h0 = state.get("recurrent_state")
         o, ht = delta_product_op(mode, q.view(B, T, H, K), k, v, g, beta, n, initial_state=h0,
                                  output_final_state=use_cache, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
-        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
+        states = dict(recurrent_state=ht, conv_state=conv_state)
         o = self.gated_output(o, x)
-        return self.finish(o, ctx, repad), None, past_key_values
+        return o, states

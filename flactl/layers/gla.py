@@ -54,11 +54,7 @@ class GatedLinearAttention(RecurrentMixer):
                                      nn.Linear(gate_low_rank_dim, self.key_dim_per_group, bias=True))
         self.build_norm_gate_output(hidden_size, use_output_gate, gate_fn, fuse_norm, elementwise_affine, norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
-        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
-        cu = ctx.cu_seqlens
+    def mix(self, x: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool, **kwargs):
         q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
         gk = self.gk_proj(x)
         lead = x.shape[:2]
@@ -73,7 +69,7 @@ class GatedLinearAttention(RecurrentMixer):
             gk = gk.clamp_min(self.clamp_min)
         if self.num_kv_groups > 1:
             k, v, gk = (t.repeat_interleave(self.num_kv_groups, dim=2) for t in (k, v, gk))
-        h0 = state.get("recurrent_state") if state is not None else None
+        h0 = state.get("recurrent_state")
         o, ht = linear_op(mode, q, k, v, gk=gk, initial_state=h0, output_final_state=use_cache, cu_seqlens=cu)
-        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
-        return self.finish(self.norm_gate_output(o, x), ctx, repad), None, past_key_values
+        states = dict(recurrent_state=ht, conv_state=conv_state)
+        return self.norm_gate_output(o, x), states

@@ -44,12 +44,8 @@ class HGRNAttention(RecurrentMixer):
         self.g_norm = FusedRMSNormGated(self.input_dim, elementwise_affine, norm_eps)
         self.o_proj = nn.Linear(self.input_dim, hidden_size, bias=False)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, lower_bound: Optional[torch.Tensor] = None,
-                **kwargs):
-        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
-        cu = ctx.cu_seqlens
+    def mix(self, x: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool,
+            lower_bound: Optional[torch.Tensor] = None, **kwargs):
         i, f = self.i_proj(x), self.f_proj(x)
         conv_state = None
         if self.use_short_conv:
@@ -59,8 +55,8 @@ class HGRNAttention(RecurrentMixer):
             f = lower_bound.float() + (1 - lower_bound.float()) * f
         i = (F.silu(i.float()) * (1 - f)).to(x.dtype)
         g = f.log()
-        h0 = state.get("recurrent_state") if state is not None else None
+        h0 = state.get("recurrent_state")
         o, ht = hgrn_op(mode, i, g, initial_state=h0, output_final_state=use_cache, cu_seqlens=cu)
-        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
+        states = dict(recurrent_state=ht, conv_state=conv_state)
         o = self.o_proj(self.g_norm(o, self.g_proj(x)))
-        return self.finish(o, ctx, repad), None, past_key_values
+        return o, states

@@ -33,12 +33,7 @@ class HGRN2Attention(RecurrentMixer):
         super().__init__()
         self.mode, self.layer_idx = mode, layer_idx
         self.hidden_size = hidden_size
-        if expand_ratio is None and num_heads is not None:
-            expand_ratio = hidden_size // num_heads
-        elif expand_ratio is not None and num_heads is None:
-            num_heads = hidden_size // expand_ratio
-        elif expand_ratio is None and num_heads is None:
-            raise ValueError("one of num_heads or expand_ratio must be given")
+        num_heads, expand_ratio = self.heads_from_expand_ratio(hidden_size, num_heads, expand_ratio)
         self.num_heads, self.expand_ratio = num_heads, expand_ratio
         self.forget_dim = num_heads * expand_ratio
         self.input_dim = hidden_size
@@ -57,12 +52,8 @@ class HGRN2Attention(RecurrentMixer):
         self.g_norm = RMSNorm(hidden_size=self.hidden_size, elementwise_affine=elementwise_affine, eps=1e-5)
         self.o_proj = nn.Linear(self.input_dim, hidden_size, bias=False)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, lower_bound: Optional[torch.Tensor] = None,
-                **kwargs):
-        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
-        cu = ctx.cu_seqlens
+    def mix(self, x: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool,
+            lower_bound: Optional[torch.Tensor] = None, **kwargs):
         q, f, i = self.q_proj(x), self.f_proj(x), self.i_proj(x)
         conv_state = None
         if self.use_short_conv:
@@ -80,8 +71,8 @@ class HGRN2Attention(RecurrentMixer):
         k = k.to(q.dtype).view(*lead, self.num_heads, self.head_f_dim)
         g = g.view(*lead, self.num_heads, self.head_f_dim)
         i = i.view(*lead, self.num_heads, self.head_i_dim)
-        h0 = state.get("recurrent_state") if state is not None else None
+        h0 = state.get("recurrent_state")
         o, ht = linear_op(mode, q, k, i, gk=g, initial_state=h0, output_final_state=use_cache, cu_seqlens=cu)
-        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
+        states = dict(recurrent_state=ht, conv_state=conv_state)
         o = self.o_proj(self.g_norm(o.reshape(*lead, self.input_dim)))
-        return self.finish(o, ctx, repad), None, past_key_values
+        return o, states

@@ -116,11 +116,7 @@ class LinearAttention(RecurrentMixer):
             raise ValueError(f"output_norm must be 'rmsnorm' or 'identity', got {output_norm!r}")
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
-        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
-        cu = ctx.cu_seqlens
+    def mix(self, x: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool, **kwargs):
         lead = x.shape[:2]
         q = self.feature_map_q(self.q_proj(x).view(*lead, self.num_heads, self.head_k_dim))
         k = self.feature_map_k(self.k_proj(x).view(*lead, self.num_kv_heads, self.head_k_dim))
@@ -131,7 +127,7 @@ class LinearAttention(RecurrentMixer):
             k = k / (k.sum(-1, keepdim=True) + 1e-4)
         if self.num_kv_groups > 1:
             k, v = k.repeat_interleave(self.num_kv_groups, dim=2), v.repeat_interleave(self.num_kv_groups, dim=2)
-        cached = state.get("recurrent_state") if state is not None else None
+        cached = state.get("recurrent_state")
         h0, z0 = (cached if isinstance(cached, tuple) else (cached, None))
         fn = _real("flactl.ops.linear_attn", f"{mode}_linear_attn")
         kw = dict(initial_state=h0, output_final_state=use_cache, cu_seqlens=cu)
@@ -139,10 +135,10 @@ class LinearAttention(RecurrentMixer):
         zt = None
         if self.do_feature_map_norm:
             o, zt = self._normalize(q, k, o, z0, cu)
-        self.save(past_key_values, use_cache, ctx, recurrent_state=(ht, zt) if self.do_feature_map_norm else ht)
+        states = dict(recurrent_state=(ht, zt) if self.do_feature_map_norm else ht)
         o = self.norm(o)
         o = self.o_proj(o.reshape(*lead, self.value_dim))
-        return self.finish(o, ctx, repad), None, past_key_values
+        return o, states
 
     @staticmethod
     def _normalize(q, k, o, z0, cu):

@@ -105,12 +105,7 @@ class Mamba2(RecurrentMixer):
         if not getattr(self.D, "_is_hf_initialized", False):
             copy(self.D, torch.ones_like(self.D))
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
-        x_in, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values,
-                                                   seq_ctx)
-        cu = ctx.cu_seqlens
+    def mix(self, x_in: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool, **kwargs):
         zxbcdt = self.in_proj(x_in)
         z, xBC, dt = torch.split(zxbcdt, [self.intermediate_size, self.conv_dim, self.num_heads], dim=-1)
         (xBC,), conv_state = self.run_convs((self.conv1d,), (xBC,), state, use_cache, cu)
@@ -126,11 +121,11 @@ class Mamba2(RecurrentMixer):
             dt = dt.clamp(*self.time_step_limit)
         g = -self.A_log.float().exp() * dt                       # [.., H] log decay
         v = (x.float() * dt[..., None]).to(x.dtype)
-        h0 = state.get("recurrent_state") if state is not None else None
+        h0 = state.get("recurrent_state")
         y, ht = linear_op(mode, Cm, Bm, v, g=g, scale=1.0, initial_state=h0, output_final_state=use_cache,
                           cu_seqlens=cu)
-        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
+        states = dict(recurrent_state=ht, conv_state=conv_state)
         y = y + x * self.D.to(x.dtype)[:, None]
         y = self.norm(y.reshape(*lead, self.intermediate_size), z)
         o = self.out_proj(y)
-        return self.finish(o, ctx, repad), None, past_key_values
+        return o, states

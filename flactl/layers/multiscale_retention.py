@@ -49,11 +49,8 @@ class MultiScaleRetention(RecurrentMixer):
         self.build_qkv(hidden_size, self.key_dim, self.key_dim_per_group, self.value_dim_per_group, use_short_conv, conv_size, conv_bias)
         self.build_norm_gate_output(hidden_size, use_output_gate, gate_fn, fuse_norm, elementwise_affine, norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
-                past_key_values=None, use_cache: bool = False, output_attentions: bool = False,
-                cu_seqlens: Optional[torch.Tensor] = None, seq_ctx=None, **kwargs):
-        x, ctx, repad, state, mode = self.begin(hidden_states, attention_mask, cu_seqlens, past_key_values, seq_ctx)
-        cu = ctx.cu_seqlens
+    def mix(self, x: torch.Tensor, cu: Optional[torch.Tensor], state: dict, mode: str, use_cache: bool, ctx=None,
+            **kwargs):
         q, k, v, conv_state = self.project_qkv(x, state, use_cache, cu)
         lead = x.shape[:2]
         q = q.view(*lead, self.num_heads, self.head_k_dim)
@@ -64,12 +61,12 @@ class MultiScaleRetention(RecurrentMixer):
         q, k = rope_qk(q, k, ctx, self.head_k_dim, self.rope_theta)
         if self.num_kv_groups > 1:
             k, v = k.repeat_interleave(self.num_kv_groups, dim=2), v.repeat_interleave(self.num_kv_groups, dim=2)
-        h0 = state.get("recurrent_state") if state is not None else None
+        h0 = state.get("recurrent_state")
         kw = dict(initial_state=h0, output_final_state=use_cache, cu_seqlens=cu)
         fn = _real("flactl.ops.retention", f"{mode}_retention")
         if fn is not None:
             o, ht = fn(q, k, v, **kw)
         else:
             o, ht = linear_op(mode, q, k, v, g_gamma=retention_log_decay(self.num_heads, q.device), **kw)
-        self.save(past_key_values, use_cache, ctx, recurrent_state=ht, conv_state=conv_state)
-        return self.finish(self.norm_gate_output(o, x), ctx, repad), None, past_key_values
+        states = dict(recurrent_state=ht, conv_state=conv_state)
+        return self.norm_gate_output(o, x), states

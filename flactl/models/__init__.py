@@ -8,8 +8,10 @@ from .comba import CombaConfig, CombaForCausalLM, CombaModel
 from .config import FlactlConfig
 from .gla import GLAConfig, GLAForCausalLM, GLAModel
 from .hgrn import HGRN2Config, HGRN2ForCausalLM, HGRN2Model, HGRNConfig, HGRNForCausalLM, HGRNModel
+from .lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from .linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from .mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
+from .mla import MLAConfig, MLAForCausalLM, MLAModel
 from .modeling import Block, FlactlForCausalLM, FlactlModel, FlactlPreTrainedModel
 from .delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
 from .gated_deltaproduct import GatedDeltaProductConfig, GatedDeltaProductForCausalLM, GatedDeltaProductModel
@@ -29,6 +31,8 @@ FAMILIES = {
     "gated_deltaproduct": (GatedDeltaProductConfig, GatedDeltaProductModel, GatedDeltaProductForCausalLM),
     "linear_attn": (LinearAttentionConfig, LinearAttentionModel, LinearAttentionForCausalLM),
     "comba": (CombaConfig, CombaModel, CombaForCausalLM),
+    "lightnet": (LightNetConfig, LightNetModel, LightNetForCausalLM),
+    "mla": (MLAConfig, MLAModel, MLAForCausalLM),
 }
 
 

@@ -16,7 +16,7 @@ import torch
 from helpers import ON_GPU, assert_close
 
 from flactl.layers import (Attention, Comba, DeltaNet, GatedDeltaNet, GatedDeltaProduct, GatedLinearAttention, HGRN2Attention,
-                           HGRNAttention, LinearAttention, Mamba2, MultiScaleRetention)
+                           HGRNAttention, LightNetAttention, LinearAttention, Mamba2, MultiScaleRetention)
 from flactl.models.cache import Cache
 from flactl.ops.utils import force_backend
 
@@ -37,6 +37,8 @@ LAYERS = {
     "hgrn2": lambda: HGRN2Attention(hidden_size=h, expand_ratio=16, layer_idx=0),
     "comba": lambda: Comba(hidden_size=h, head_dim=16, num_heads=1, num_v_heads=2, expand_v=1, correction_factor=0.7,
                            layer_idx=0),
+    "lightnet": lambda: LightNetAttention(hidden_size=h, num_heads=2, expand_ratio=8, gate_low_rank_dim=8,
+                                          use_short_conv=True, layer_idx=0),
 }
 
 
@@ -187,6 +189,41 @@ def test_hgrn2_output_norm_uses_fla_effective_eps():
     from flactl.layers import HGRN2Attention
     layer = HGRN2Attention(hidden_size=h, num_heads=2, expand_ratio=8, norm_eps=1e-6, layer_idx=0)
     assert layer.g_norm.eps == 1e-5
+
+
+def test_lightnet_key_normaliser_matches_running_logsumexp():
+    """normalise_keys (vectorised, varlen by padded rows) == the token-by-token definition in float64:
+    z_t = logaddexp(z_{t-1}, x_t), k_t = exp(x_t - z_t), gk_t = z_{t-1} - z_t (0 with nothing before);
+    per sequence, from a cached z0, an empty sequence included; and its gradients are finite."""
+    from flactl.layers.lightnet import normalise_keys
+    torch.manual_seed(0)
+    cu = torch.tensor([0, 3, 3, 7, 8])
+    x = (3 * torch.randn(1, 8, 2, 4, dtype=torch.float64)).requires_grad_()
+    for z0 in (None, torch.randn(4, 1, 2, 4, dtype=torch.float64, requires_grad=True)):
+        k, gk, zt = normalise_keys(x, z0, cu)
+        for n in range(4):
+            zp = z0[n, 0] if z0 is not None else torch.full((2, 4), float("-inf"), dtype=torch.float64)
+            for t in range(int(cu[n]), int(cu[n + 1])):
+                z = torch.logaddexp(zp, x[0, t])
+                assert_close(f"k seq {n} t {t}", torch.exp(x[0, t] - z), k[0, t], 1e-12)
+                assert_close(f"gk seq {n} t {t}", torch.where(torch.isinf(zp), 0.0, zp - z), gk[0, t], 1e-12)
+                zp = z
+            if torch.isinf(zp).all():  # empty sequence without a cached z: stays -inf
+                assert torch.isneginf(zt[n, 0]).all()
+            else:
+                assert_close(f"z seq {n}", zp, zt[n, 0], 1e-12)
+        (k.sum() + gk.sum() + zt[torch.isfinite(zt)].sum()).backward()
+        assert torch.isfinite(x.grad).all() and (z0 is None or torch.isfinite(z0.grad).all())
+        x.grad = None
+    y, z0 = torch.randn(1, 8, 2, 4, dtype=torch.float64, requires_grad=True), torch.randn(4, 1, 2, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a: normalise_keys(a, z0, cu)[:2], (y,))
+
+
+def test_lightnet_output_norm_uses_fla_effective_eps():
+    """fla's LightNet applies g_norm (one RMSNorm over all heads) through its fused norm+gate+linear without
+    passing eps, so 1e-6 is used whatever norm_eps says (the layer default is 1e-5)."""
+    layer = LightNetAttention(hidden_size=h, num_heads=2, expand_ratio=8, gate_low_rank_dim=8, layer_idx=0)
+    assert layer.g_norm.eps == 1e-6 and layer.g_norm.weight.shape == (h,)
 
 
 @pytest.mark.parametrize("window", [None, 3], ids=["causal", "window"])

@@ -94,6 +94,18 @@ def gla_hybrid():
     return cfg, keys
 
 
+def mla():
+    # 4 heads, q_lora_rank 16, kv_lora_rank 24, nope 8 + rope 4 = qk_head_dim 12, v_head_dim 6 (fla-facts §2:
+    # q_proj low-rank as a Sequential (Linear, RMSNorm, Linear), shared k_rope, kv_proj (Linear, RMSNorm, Linear))
+    cfg = dict(model_type="mla", architectures=["MLAForCausalLM"], num_heads=4, q_lora_rank=16, kv_lora_rank=24,
+               qk_rope_head_dim=4, qk_nope_head_dim=8, qk_head_dim=12, v_head_dim=6, window_size=None,
+               rope_theta=10000.0, rope_scaling=None, max_position_embeddings=2048)
+    attn = {"q_proj.0.weight": (16, h), "q_proj.1.weight": (16,), "q_proj.2.weight": (4 * 12, 16),
+            "k_rope.weight": (4, h), "kv_proj.0.weight": (24, h), "kv_proj.1.weight": (24,),
+            "kv_proj.2.weight": (4 * (8 + 6), 24), "o_proj.weight": (h, 4 * 6)}
+    return cfg, {**_common(), **_per_layer(attn)}
+
+
 def mamba2():
     # head_dim 8, state 8, expand 2: d_inner 64, 8 heads, n_groups 1: conv_dim 64 + 16 = 80
     cfg = dict(model_type="mamba2", architectures=["Mamba2ForCausalLM"], head_dim=8, state_size=8, expand=2,
@@ -108,7 +120,7 @@ def mamba2():
     return cfg, keys
 
 
-FIXTURES = {f.__name__: f for f in (gla, delta_net, gated_deltanet, retnet, transformer, gla_hybrid, mamba2)}
+FIXTURES = {f.__name__: f for f in (gla, delta_net, gated_deltanet, retnet, transformer, gla_hybrid, mla, mamba2)}
 
 
 @pytest.mark.parametrize("name", list(FIXTURES))

@@ -34,6 +34,10 @@ TINY = {
                                allow_neg_eigval=True),
     "linear_attn": dict(num_heads=2, feature_map="hedgehog", norm_feature_map=True),
     "comba": dict(head_dim=8, num_heads=2, num_v_heads=4, expand_v=1, correction_factor=0.5),
+    # v_head_dim != qk_head_dim (8 nope + 8 rope) on purpose; q through the low-rank path
+    "mla": dict(num_heads=2, q_lora_rank=16, kv_lora_rank=12, qk_rope_head_dim=8, qk_nope_head_dim=8,
+                qk_head_dim=16, v_head_dim=12),
+    "lightnet": dict(num_heads=2, expand_ratio=8, gate_low_rank_dim=8, use_short_conv=True),
 }
 HYBRID = dict(attn={"layers": [1], "num_heads": 2, "num_kv_heads": 1, "window_size": 3})
 
