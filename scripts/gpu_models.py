@@ -72,6 +72,9 @@ PARITY = {
     "mla": ("MLA", dict(num_heads=4, q_lora_rank=64, kv_lora_rank=128, qk_rope_head_dim=32, qk_nope_head_dim=64,
                        qk_head_dim=96, v_head_dim=64)),
     "lightnet": ("LightNet", dict(expand_ratio=64, gate_low_rank_dim=32, use_short_conv=True)),
+    "rwkv6": ("RWKV6", dict(num_heads=4, expand_k=0.5, expand_v=1, proj_low_rank_dim=32, gate_low_rank_dim=64)),
+    "forgetting_transformer": ("ForgettingTransformer", dict(num_heads=4, num_kv_heads=2, qk_norm=True,
+                                                             use_output_gate=True)),
 }
 
 

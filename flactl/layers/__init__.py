@@ -8,6 +8,7 @@ prefill and ``fused_recurrent`` for short inputs outside training (decoding), an
 from .attn import Attention
 from .comba import Comba
 from .delta_net import DeltaNet
+from .forgetting_attn import ForgettingAttention
 from .gated_deltanet import GatedDeltaNet
 from .gated_deltaproduct import GatedDeltaProduct
 from .gla import GatedLinearAttention
@@ -18,6 +19,7 @@ from .linear_attn import LinearAttention
 from .mamba2 import Mamba2
 from .mla import MultiheadLatentAttention
 from .multiscale_retention import MultiScaleRetention
+from .rwkv6 import RWKV6Attention
 
-__all__ = ["Attention", "Comba", "DeltaNet", "GatedDeltaNet", "GatedDeltaProduct", "GatedLinearAttention", "HGRNAttention", "HGRN2Attention", "LightNetAttention", "LinearAttention",
-           "Mamba2", "MultiheadLatentAttention", "MultiScaleRetention"]
+__all__ = ["Attention", "Comba", "DeltaNet", "ForgettingAttention", "GatedDeltaNet", "GatedDeltaProduct", "GatedLinearAttention", "HGRNAttention", "HGRN2Attention", "LightNetAttention", "LinearAttention",
+           "Mamba2", "MultiheadLatentAttention", "MultiScaleRetention", "RWKV6Attention"]

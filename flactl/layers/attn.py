@@ -7,7 +7,8 @@ columns when a window is set. Packed input (``cu_seqlens``) runs one batched cal
 FlexAttention with a document-causal (and windowed) BlockMask on CUDA, one SDPA call with a
 block-diagonal causal boolean mask otherwise (``_packed``). Parameter names equal fla's ``Attention``
 (``q_proj, k_proj, v_proj, o_proj, q_norm, k_norm``).
-Everything after the projections lives in :class:`SoftmaxAttentionBase`, shared with MLA (mla.py).
+Everything after the projections lives in :class:`SoftmaxAttentionBase`, shared with MLA (mla.py) and the
+Forgetting Transformer (forgetting_attn.py, which passes a per-token ``log_decay`` to :meth:`attend`).
 """
 from __future__ import annotations
 
@@ -30,33 +31,47 @@ class SoftmaxAttentionBase(nn.Module):
     and ``layer_idx``.
     """
 
-    def attend(self, q, k, v, ctx: SeqContext, past_key_values=None, use_cache: bool = False) -> torch.Tensor:
+    def attend(self, q, k, v, ctx: SeqContext, past_key_values=None, use_cache: bool = False,
+               log_decay: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Causal (windowed) attention of the new tokens over the cached and new keys; caches k/v.
 
         q ``[.., T, H, Dqk]``, k ``[.., T, Hkv, Dqk]``, v ``[.., T, Hkv, Dv]`` in the layout the layer sees
         (``[1, total, ..]`` when unpadded or packed). Returns o ``[.., T, H, Dv]`` in the same layout and,
         with ``use_cache``, stores ``attn_state = (k, v)`` in the padded column layout, trimmed to the window.
+
+        log_decay (optional, Forgetting Transformer): per-token log forget gate f ``[.., T, H]`` (<= 0, one
+        per query head). Scores then get the additive bias ``F_i - F_j`` with F the cumulative sum of f inside
+        each sequence; the cache stores ``attn_state = (k, v, f)`` (raw f, like fla) and F of new tokens
+        continues from the cached ones. This path materialises a float ``[B, H, T, Tk]`` bias (O(T^2) memory)
+        and runs SDPA in float32.
         """
         state = get_layer_state(past_key_values, self.layer_idx)
         past_kv = state.get("attn_state") if state is not None else None
         if ctx.caller_cu_seqlens:
             if past_kv is not None:
                 raise ValueError("softmax attention cannot continue a cache on a packed (cu_seqlens) input")
-            o = self._packed(q, k, v, ctx.cu_seqlens, ctx)
-            k_all, v_all = k, v
+            o = self._packed(q, k, v, ctx.cu_seqlens, ctx, log_decay=log_decay)
+            k_all, v_all, f_all = k, v, log_decay
         else:
             q, k, v = ctx.pad(q), ctx.pad(k), ctx.pad(v)  # [B, T, *, D] padded layout
+            f_all = None if log_decay is None else ctx.pad(log_decay)  # f = 0 at padding
             if past_kv is not None:
                 k_all, v_all = torch.cat([past_kv[0], k], 1), torch.cat([past_kv[1], v], 1)
+                if f_all is not None:
+                    f_all = torch.cat([past_kv[2], f_all], 1)
             else:
                 k_all, v_all = k, v
-            o = self._attend(q, k_all, v_all, ctx.key_mask)
+            o = self._attend(q, k_all, v_all, ctx.key_mask, log_decay=f_all)
             o = ctx.unpad(o)
         if past_key_values is not None and use_cache:
             if self.window_size is not None and k_all.shape[1] > self.window_size:
                 k_all, v_all = k_all[:, -self.window_size:], v_all[:, -self.window_size:]
-            past_key_values.update_layer(self.layer_idx, offset=ctx.seq_len,
-                                         attn_state=(k_all.contiguous(), v_all.contiguous()))
+                if f_all is not None:  # F_i - F_j inside the window only needs f of the window
+                    f_all = f_all[:, -self.window_size:]
+            attn_state = (k_all.contiguous(), v_all.contiguous())
+            if f_all is not None:
+                attn_state = attn_state + (f_all.contiguous(),)
+            past_key_values.update_layer(self.layer_idx, offset=ctx.seq_len, attn_state=attn_state)
         return o
 
     def _sdpa(self, q, k, v, mask=None, is_causal=False):
@@ -71,12 +86,23 @@ class SoftmaxAttentionBase(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
         return o.transpose(1, 2)
 
-    def _attend(self, q, k, v, key_mask):
-        """q [B, T, H, D] (the last T columns), k/v [B, Tk, Hkv, D]; key_mask [B, >=Tk] or None."""
+    def _sdpa_decay(self, q, k, v, allowed, F_cum):
+        """SDPA with the Forgetting-Transformer bias ``F_i - F_j`` on the allowed (bool, broadcastable to
+        [B, H, T, Tk]) entries; F_cum [B, Tk, H] cumulative log decay of the key columns (the queries are
+        the last T). Computed in float32 (a low-precision bias would lose the decay), cast back."""
+        T = q.shape[1]
+        F_cum = F_cum.float().transpose(1, 2)  # [B, H, Tk]
+        bias = (F_cum[..., -T:, None] - F_cum[..., None, :]).masked_fill(~allowed, float("-inf"))
+        return self._sdpa(q.float(), k.float(), v.float(), mask=bias).to(q.dtype)
+
+    def _attend(self, q, k, v, key_mask, log_decay=None):
+        """q [B, T, H, D] (the last T columns), k/v [B, Tk, Hkv, D]; key_mask [B, >=Tk] or None;
+        log_decay [B, Tk, H] per-column log forget gate (optional, see :meth:`attend`)."""
         T, Tk = q.shape[1], k.shape[1]
-        if key_mask is None and self.window_size is None and T == Tk:
+        if log_decay is None and key_mask is None and self.window_size is None and T == Tk:
             return self._sdpa(q, k, v, is_causal=True)
-        if key_mask is None and T == 1 and (self.window_size is None or Tk <= self.window_size):
+        if (log_decay is None and key_mask is None and T == 1
+                and (self.window_size is None or Tk <= self.window_size)):
             return self._sdpa(q, k, v)
         qcol = torch.arange(Tk - T, Tk, device=q.device)[:, None]
         kcol = torch.arange(Tk, device=q.device)[None, :]
@@ -89,17 +115,27 @@ class SoftmaxAttentionBase(nn.Module):
             # A padded query sees no valid key; let it see itself so SDPA never normalises an empty row
             # (its output is dropped by unpadding anyway).
             allowed = allowed | (kcol == qcol)[None]
+        if log_decay is not None:
+            return self._sdpa_decay(q, k, v, allowed[:, None], log_decay.float().cumsum(1))
         return self._sdpa(q, k, v, mask=allowed[:, None])
 
-    def _packed(self, q, k, v, cu_seqlens, ctx: Optional[SeqContext] = None):
+    def _packed(self, q, k, v, cu_seqlens, ctx: Optional[SeqContext] = None, log_decay=None):
         """Causal (optionally windowed) attention inside each packed sequence of q/k/v [1, total, *, D].
 
         One batched call instead of one per document: FlexAttention with a document-causal BlockMask on
         CUDA, else one SDPA call with a block-diagonal causal boolean mask while ``total`` is small enough
         for a ``[total, total]`` mask; the per-document loop only beyond that on CPU. Masks are built once
-        per forward and shared by the layers through ``ctx``."""
+        per forward and shared by the layers through ``ctx``. With ``log_decay`` [1, total, H] (FoX) the
+        cumulative decay restarts at every document and no FlexAttention path is taken."""
         total = q.shape[1]
         cache = _mask_cache(ctx)
+        if log_decay is not None:
+            if total > (_SDPA_MASK_MAX_CUDA if q.is_cuda else _SDPA_MASK_MAX_CPU):
+                return self._packed_loop(q, k, v, cu_seqlens, log_decay)
+            key = ("bool", self.window_size, total)
+            if key not in cache:
+                cache[key] = document_causal_mask(cu_seqlens, total, self.window_size, q.device)
+            return self._sdpa_decay(q, k, v, cache[key][None, None], segment_cumsum(log_decay, cu_seqlens))
         if q.is_cuda and _flex_usable(self.head_dim):
             key = ("flex", self.window_size, total)
             try:
@@ -117,13 +153,14 @@ class SoftmaxAttentionBase(nn.Module):
             return self._sdpa(q, k, v, mask=cache[key][None, None])
         return self._packed_loop(q, k, v, cu_seqlens)
 
-    def _packed_loop(self, q, k, v, cu_seqlens):
+    def _packed_loop(self, q, k, v, cu_seqlens, log_decay=None):
         """Reference path: one SDPA call per document (slow with many documents; long CPU inputs only)."""
         outs = []
         bounds = cu_seqlens.tolist()
         for bos, eos in zip(bounds[:-1], bounds[1:]):
             if eos > bos:
-                outs.append(self._attend(q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], None))
+                f = None if log_decay is None else log_decay[:, bos:eos]
+                outs.append(self._attend(q[:, bos:eos], k[:, bos:eos], v[:, bos:eos], None, log_decay=f))
         return torch.cat(outs, 1)
 
     def _flex(self, q, k, v, block_mask, compiled: bool = True):
@@ -245,6 +282,13 @@ def document_ids(cu_seqlens: torch.Tensor, total: int, device) -> torch.Tensor:
     """[total] index of the packed sequence each token belongs to (no host sync)."""
     pos = torch.arange(total, device=device)
     return torch.searchsorted(cu_seqlens.to(device=device, dtype=torch.long)[1:].contiguous(), pos, right=True)
+
+
+def segment_cumsum(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """float32 cumulative sum of x [1, total, *] along dim 1, restarting at every packed sequence."""
+    c = x.float().cumsum(1)
+    base = F.pad(c, (0, 0) * (c.dim() - 2) + (1, 0))[:, cu_seqlens[:-1].to(c.device, torch.long)]  # sum before bos
+    return c - base[:, document_ids(cu_seqlens, x.shape[1], x.device)]
 
 
 def document_causal_mask(cu_seqlens: torch.Tensor, total: int, window_size: Optional[int], device) -> torch.Tensor:

@@ -6,6 +6,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 from .cache import Cache
 from .comba import CombaConfig, CombaForCausalLM, CombaModel
 from .config import FlactlConfig
+from .forgetting_transformer import (ForgettingTransformerConfig, ForgettingTransformerForCausalLM,
+                                     ForgettingTransformerModel)
 from .gla import GLAConfig, GLAForCausalLM, GLAModel
 from .hgrn import HGRN2Config, HGRN2ForCausalLM, HGRN2Model, HGRNConfig, HGRNForCausalLM, HGRNModel
 from .lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
@@ -17,6 +19,7 @@ from .delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
 from .gated_deltaproduct import GatedDeltaProductConfig, GatedDeltaProductForCausalLM, GatedDeltaProductModel
 from .gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
 from .retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
+from .rwkv6 import RWKV6Config, RWKV6ForCausalLM, RWKV6Model
 from .transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
 
 FAMILIES = {
@@ -31,8 +34,11 @@ FAMILIES = {
     "gated_deltaproduct": (GatedDeltaProductConfig, GatedDeltaProductModel, GatedDeltaProductForCausalLM),
     "linear_attn": (LinearAttentionConfig, LinearAttentionModel, LinearAttentionForCausalLM),
     "comba": (CombaConfig, CombaModel, CombaForCausalLM),
+    "rwkv6": (RWKV6Config, RWKV6Model, RWKV6ForCausalLM),
     "lightnet": (LightNetConfig, LightNetModel, LightNetForCausalLM),
     "mla": (MLAConfig, MLAModel, MLAForCausalLM),
+    "forgetting_transformer": (ForgettingTransformerConfig, ForgettingTransformerModel,
+                               ForgettingTransformerForCausalLM),
 }
 
 

@@ -14,3 +14,4 @@ from .delta_rule import chunk_delta_rule, fused_recurrent_delta_rule  # noqa: F4
 from .gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule  # noqa: F401,E402
 from .gated_delta_product import chunk_gated_delta_product  # noqa: F401,E402
 from .comba import chunk_comba, fused_recurrent_comba  # noqa: F401,E402
+from .rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6  # noqa: F401,E402

@@ -38,6 +38,8 @@ TINY = {
     "mla": dict(num_heads=2, q_lora_rank=16, kv_lora_rank=12, qk_rope_head_dim=8, qk_nope_head_dim=8,
                 qk_head_dim=16, v_head_dim=12),
     "lightnet": dict(num_heads=2, expand_ratio=8, gate_low_rank_dim=8, use_short_conv=True),
+    "rwkv6": dict(num_heads=2, expand_k=0.5, expand_v=1, proj_low_rank_dim=4, gate_low_rank_dim=8),
+    "forgetting_transformer": dict(num_heads=4, num_kv_heads=2, qk_norm=True, use_output_gate=True),
 }
 HYBRID = dict(attn={"layers": [1], "num_heads": 2, "num_kv_heads": 1, "window_size": 3})
 
