@@ -16,7 +16,8 @@ LAYERS = {
     "delta_net": "DeltaNet", "delta_rule": "DeltaNet", "gated_deltanet": "GatedDeltaNet",
     "gated_delta_rule": "GatedDeltaNet", "linear_attn": "LinearAttention", "hgrn": "HGRNAttention",
     "hgrn2": "HGRN2Attention", "mamba2": "Mamba2", "gated_deltaproduct": "GatedDeltaProduct", "attn": "Attention",
-    "comba": "Comba", "lightnet": "LightNetAttention",
+    "comba": "Comba", "lightnet": "LightNetAttention", "mla": "MultiheadLatentAttention", "rwkv6": "RWKV6Attention",
+    "forgetting_attn": "ForgettingAttention", "forgetting_transformer": "ForgettingAttention",
 }
 PROVIDERS = ("flactl", "fla", "sdpa")
 

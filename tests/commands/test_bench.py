@@ -87,3 +87,11 @@ def test_bench_layer_fwdbwd():
     assert timed == {(t, p) for t in (16, 32) for p in ("flactl", "sdpa")}
     r = run_cli("bench", "layer:nope")
     assert r.exit_code == 2 and "layer:gla" in r.output
+
+
+def test_every_bench_layer_exists():
+    """Each `flactl bench layer:<name>` maps to a class flactl.layers exports."""
+    import flactl.layers
+    from flactl.bench.layers import LAYERS
+    missing = {name: cls for name, cls in LAYERS.items() if not hasattr(flactl.layers, cls)}
+    assert not missing, missing
