@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ._deps import RMSNorm
-from .utils import SeqContext, get_layer_state, layer_context, rope_qk
+from .utils import SeqContext, document_ids, get_layer_state, layer_context, rope_qk, segment_cumsum
 
 
 class SoftmaxAttentionBase(nn.Module):
@@ -276,19 +276,6 @@ def _mask_cache(ctx: Optional[SeqContext]) -> dict:
         cache = {}
         ctx._attn_masks = cache
     return cache
-
-
-def document_ids(cu_seqlens: torch.Tensor, total: int, device) -> torch.Tensor:
-    """[total] index of the packed sequence each token belongs to (no host sync)."""
-    pos = torch.arange(total, device=device)
-    return torch.searchsorted(cu_seqlens.to(device=device, dtype=torch.long)[1:].contiguous(), pos, right=True)
-
-
-def segment_cumsum(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """float32 cumulative sum of x [1, total, *] along dim 1, restarting at every packed sequence."""
-    c = x.float().cumsum(1)
-    base = F.pad(c, (0, 0) * (c.dim() - 2) + (1, 0))[:, cu_seqlens[:-1].to(c.device, torch.long)]  # sum before bos
-    return c - base[:, document_ids(cu_seqlens, x.shape[1], x.device)]
 
 
 def document_causal_mask(cu_seqlens: torch.Tensor, total: int, window_size: Optional[int], device) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ._deps import FusedRMSNormGated, ShortConvolution, linear_op
 from .base import RecurrentMixer
+from .utils import document_ids
 
 
 def normalise_keys(x: torch.Tensor, z0: Optional[torch.Tensor] = None, cu_seqlens: Optional[torch.Tensor] = None):
@@ -42,7 +43,7 @@ def normalise_keys(x: torch.Tensor, z0: Optional[torch.Tensor] = None, cu_seqlen
         # logsumexp, and only the real positions are read back.
         lens = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
         N = lens.numel()
-        seq_id = torch.repeat_interleave(torch.arange(N, device=x.device), lens)
+        seq_id = document_ids(cu_seqlens, T, x.device)
         pos = torch.arange(T, device=x.device) - cu_seqlens[seq_id]
         rows = xf.new_full((N, int(lens.max()) if N else 0, H, K), float("-inf"))
         rows = rows.index_put((seq_id, pos), xf[0])

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ._deps import RMSNorm, _real, linear_op
 from .base import RecurrentMixer
+from .utils import document_ids, segment_cumsum
 
 
 class HedgehogFeatureMap(nn.Module):
@@ -144,18 +145,14 @@ class LinearAttention(RecurrentMixer):
     def _normalize(q, k, o, z0, cu):
         """o / (K^-1/2 q · (z0 + running key sum within the sequence)); returns (o, final key sums [N,H,K])."""
         B, T = k.shape[:2]
-        kc = k.float().cumsum(1)
         if cu is not None:
-            lens = cu[1:] - cu[:-1]
-            seq = torch.repeat_interleave(torch.arange(lens.numel(), device=k.device), lens)
-            start = cu[:-1][seq]
-            base = torch.where((start > 0)[:, None, None], kc[0, (start - 1).clamp_min(0)], torch.zeros_like(kc[0]))
-            kc = kc - base.unsqueeze(0)
+            kc = segment_cumsum(k, cu)
             if z0 is not None:
-                kc = kc + z0[seq].unsqueeze(0)
+                kc = kc + z0[document_ids(cu, T, k.device)].unsqueeze(0)
             last = (cu[1:] - 1).clamp_min(0)
             zt = kc[0, last]
         else:
+            kc = k.float().cumsum(1)
             if z0 is not None:
                 kc = kc + z0[:, None]
             zt = kc[:, -1]

@@ -205,3 +205,17 @@ def init_decay_gate_params(init, A_log: torch.nn.Parameter, dt_bias: torch.nn.Pa
         lo, hi = math.log(dt_min), math.log(dt_max)
         dt = torch.exp(torch.rand_like(dt_bias) * (hi - lo) + lo).clamp_min(dt_floor)
         copy(dt_bias, dt + torch.log(-torch.expm1(-dt)))
+
+
+def document_ids(cu_seqlens: torch.Tensor, total: int, device) -> torch.Tensor:
+    """[total] index of the packed sequence each token belongs to (no host sync)."""
+    pos = torch.arange(total, device=device)
+    return torch.searchsorted(cu_seqlens.to(device=device, dtype=torch.long)[1:].contiguous(), pos, right=True)
+
+
+def segment_cumsum(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """float32 cumulative sum of x [1, total, *] along dim 1, restarting at every packed sequence
+    (FoX's cumulative forget gate, linear attention's running key sum)."""
+    c = x.float().cumsum(1)
+    base = F.pad(c, (0, 0) * (c.dim() - 2) + (1, 0))[:, cu_seqlens[:-1].to(c.device, torch.long)]  # sum before bos
+    return c - base[:, document_ids(cu_seqlens, x.shape[1], x.device)]
