@@ -56,8 +56,13 @@ START = time.time()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpu_models import PARITY as _GPU_PARITY, SMALL  # noqa: E402  (one list of parity configs)
 
-# fla's Transformer needs flash-attn (absent on a CPU); gla_gqa_conv is a GPU-only variant
-PARITY = {k: v for k, v in _GPU_PARITY.items() if k not in ("gla_gqa_conv", "transformer")}
+# fla's Transformer / MLA need flash-attn (absent here): an SDPA stand-in (scripts/peer_stubs/flash_attn)
+try:
+    import flash_attn  # noqa: F401
+except ImportError:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_stubs"))
+# gla_gqa_conv is a GPU-only variant
+PARITY = {k: v for k, v in _GPU_PARITY.items() if k != "gla_gqa_conv"}
 CASES = (("T64", 64, None), ("T130", 130, None), ("T130_recurrent", 130, "fused_recurrent"),
          ("T130_chunk", 130, "chunk"))  # forced cases are skipped where fla's layers already use that mode
 FP32_BYPASS = {"on": False}

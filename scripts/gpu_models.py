@@ -87,6 +87,10 @@ def compare(a, b):
 def parity(out_dir, deadline):
     from transformers import AutoModelForCausalLM
     try:
+        import flash_attn  # noqa: F401
+    except ImportError:  # fla's Transformer / MLA need it: an SDPA stand-in (see its docstring)
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_stubs"))
+    try:
         import fla  # noqa: F401  (registers fla's classes first ...)
     except ImportError as e:  # parity is against fla: nothing to do without it
         return {"all": {"skipped": f"fla not importable ({e})"}}

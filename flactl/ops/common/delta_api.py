@@ -16,17 +16,21 @@ from .delta_recurrent import FusedRecurrentDeltaFunction, fused_recurrent_delta_
 from .delta_torch import torch_chunk_delta
 
 _IGNORED = {"cu_seqlens_cpu", "chunk_indices", "cp_context"}
-# Largest value head dim one kernel launch handles. Larger V (e.g. flame's Gated DeltaNet 340M: head_v 512)
-# is split into column slices: in the delta rule every value column of the state evolves independently
-# (S[:, j] is updated by beta * k * (v_j - k^T S[:, j])), and w/A (the WY factors) do not depend on v, so
-# running the op on slices of v and concatenating o and the final state is exact; autograd sums the
-# slices' contributions to q, k, beta, g.
-MAX_V_PER_CALL = 256
+# Largest value head dim one launch handles. The chunk kernels block over V (64 columns per block), so
+# one call takes flame's Gated DeltaNet 340M head_v 512; 512 is the widest verified on the H100 (on
+# 2026-11-22 one V=512 call ran the 340M layer's fwd+bwd in 2.03 ms vs 3.64 ms as two V=256 calls,
+# gradients equal to bf16 rounding: the split repeats the WY transform and every q/k-side product).
+# The recurrent (decoding) kernel keeps V in registers and takes 256. Wider V is split into column
+# slices: every value column of the state evolves independently (S[:, j] is updated by
+# beta * k * (v_j - k^T S[:, j])), and w/A do not depend on v, so running the op on slices of v and
+# concatenating o and the final state is exact; autograd sums the slices' contributions to q, k, beta, g.
+CHUNK_MAX_V = 512
+RECURRENT_MAX_V = 256
 _KNOWN = {"use_gate_in_kernel", "A_log", "dt_bias", "use_beta_sigmoid_in_kernel", "allow_neg_eigval",
           "state_v_first", "chunk_size", "inplace_final_state"}
 _ALLOWED = frozenset(_KNOWN | _IGNORED)
 # the recurrent fast path takes value head dims that need neither a split nor a ValueError
-_FAST_MAX_V = min(MAX_HEAD_DIM, MAX_V_PER_CALL)
+_FAST_MAX_V = min(MAX_HEAD_DIM, RECURRENT_MAX_V)
 
 
 def _check_kwargs(kwargs):
@@ -49,18 +53,18 @@ def _check_p(p, k, l2):
     return l2norm(p).contiguous() if l2 else p.contiguous()
 
 
-def _split_over_v(op, q, k, v, beta, g, initial_state, output_final_state, kwargs, rest):
-    """Run ``op`` on value-column slices of at most MAX_V_PER_CALL and join the results (see above)."""
+def _split_over_v(op, limit, q, k, v, beta, g, initial_state, output_final_state, kwargs, rest):
+    """Run ``op`` on value-column slices of at most ``limit`` and join the results (see above)."""
     if kwargs.get("inplace_final_state"):
-        raise ValueError(f"inplace_final_state supports a value head dim up to {MAX_V_PER_CALL}, got {v.shape[-1]}")
+        raise ValueError(f"inplace_final_state supports a value head dim up to {limit}, got {v.shape[-1]}")
     state_v_first = kwargs.get("state_v_first", False)
     vdim = -2 if state_v_first else -1
     if initial_state is not None and (not isinstance(initial_state, torch.Tensor) or initial_state.dim() != 4
                                       or initial_state.shape[vdim] != v.shape[-1]):
         raise ValueError(f"initial_state must be [N, HV, {'V, K' if state_v_first else 'K, V'}] with "
                          f"V={v.shape[-1]}, got {tuple(initial_state.shape) if isinstance(initial_state, torch.Tensor) else initial_state}")
-    v_parts = v.split(MAX_V_PER_CALL, dim=-1)
-    h_parts = initial_state.split(MAX_V_PER_CALL, dim=vdim) if initial_state is not None else [None] * len(v_parts)
+    v_parts = v.split(limit, dim=-1)
+    h_parts = initial_state.split(limit, dim=vdim) if initial_state is not None else [None] * len(v_parts)
     outs = [op(q, k, vi, beta, g, initial_state=hi, output_final_state=output_final_state, **rest, **kwargs)
             for vi, hi in zip(v_parts, h_parts)]
     o = torch.cat([x[0] for x in outs], dim=-1)
@@ -68,17 +72,18 @@ def _split_over_v(op, q, k, v, beta, g, initial_state, output_final_state, kwarg
     return o, ht
 
 
-def _needs_v_split(v) -> bool:
-    return isinstance(v, torch.Tensor) and v.dim() == 4 and v.shape[-1] > MAX_V_PER_CALL
+def _needs_v_split(v, limit) -> bool:
+    return isinstance(v, torch.Tensor) and v.dim() == 4 and v.shape[-1] > limit
 
 
 def delta_chunk_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, output_final_state,
                    cu_seqlens, use_qk_l2norm_in_kernel=False, p=None, **kwargs):
     _check_kwargs(kwargs)
-    if _needs_v_split(v):
+    if _needs_v_split(v, CHUNK_MAX_V):
         rest = dict(gated=gated, allow_gva=allow_gva, scale=scale, cu_seqlens=cu_seqlens,
                     use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, p=p)
-        return _split_over_v(delta_chunk_op, q, k, v, beta, g, initial_state, output_final_state, kwargs, rest)
+        return _split_over_v(delta_chunk_op, CHUNK_MAX_V, q, k, v, beta, g, initial_state, output_final_state,
+                             kwargs, rest)
     p = _check_p(p, k, use_qk_l2norm_in_kernel)
     state_v_first = kwargs.get("state_v_first", False)
     q, k, v, beta, g, scale, h0 = prepare_delta_inputs(
@@ -87,7 +92,7 @@ def delta_chunk_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, 
         use_gate_in_kernel=kwargs.get("use_gate_in_kernel", False), A_log=kwargs.get("A_log"),
         dt_bias=kwargs.get("dt_bias"), use_beta_sigmoid_in_kernel=kwargs.get("use_beta_sigmoid_in_kernel", False),
         allow_neg_eigval=kwargs.get("allow_neg_eigval", False), state_v_first=state_v_first,
-        chunk_size=kwargs.get("chunk_size", 64))
+        chunk_size=kwargs.get("chunk_size", 64), max_v=CHUNK_MAX_V)
     if use_triton(q):
         o, ht = DeltaChunkFunction.apply(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p)
     else:
@@ -160,11 +165,11 @@ def delta_recurrent_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_sta
         scale = q.shape[3] ** -0.5 if scale is None else float(scale)
         h0 = initial_state.contiguous() if initial_state is not None else None
     else:
-        if _needs_v_split(v):  # (never true on the fast path: V <= _FAST_MAX_V there)
+        if _needs_v_split(v, RECURRENT_MAX_V):  # (never true on the fast path: V <= _FAST_MAX_V there)
             rest = dict(gated=gated, allow_gva=allow_gva, scale=scale, cu_seqlens=cu_seqlens,
                         use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, p=p)
-            return _split_over_v(delta_recurrent_op, q, k, v, beta, g, initial_state, output_final_state,
-                                 kwargs, rest)
+            return _split_over_v(delta_recurrent_op, RECURRENT_MAX_V, q, k, v, beta, g, initial_state,
+                                 output_final_state, kwargs, rest)
         common = dict(gated=gated, allow_gva=allow_gva, initial_state=initial_state, cu_seqlens=cu_seqlens,
                       scale=scale, use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, use_gate_in_kernel=gate_in,
                       A_log=A_log, dt_bias=dt_bias, use_beta_sigmoid_in_kernel=beta_sig,

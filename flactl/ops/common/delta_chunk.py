@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils import validate
+from ..utils.validate import MAX_HEAD_DIM
 from ..utils.cumsum import chunk_local_cumsum
 from ..utils.index import cdiv, prepare_chunk_indices, prepare_chunk_offsets
 from .delta_h import bwd_dh, fwd_h
@@ -114,14 +115,15 @@ def gate_from_logits(a: torch.Tensor, A_log: torch.Tensor, dt_bias: Optional[tor
 def prepare_delta_inputs(q, k, v, beta, g, *, gated: bool, allow_gva: bool, initial_state, cu_seqlens,
                          scale, use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, A_log=None,
                          dt_bias=None, use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False,
-                         state_v_first=False, chunk_size=BT, transform=True, light_varlen_check=False):
+                         state_v_first=False, chunk_size=BT, transform=True, light_varlen_check=False,
+                         max_v=MAX_HEAD_DIM):
     """Validate (ValueError naming the argument) and apply the in-op transforms.
 
     Returns (q, k, v, beta, g, scale, initial_state) ready for the core: contiguous, q/k
     l2-normalised when asked, g computed from logits when ``use_gate_in_kernel``, beta through
     sigmoid when ``use_beta_sigmoid_in_kernel`` (x2 with ``allow_neg_eigval``), state [N,HV,K,V].
     """
-    B, T, H, HV, K, V = validate.check_qkv(q, k, v, allow_gva=allow_gva)
+    B, T, H, HV, K, V = validate.check_qkv(q, k, v, allow_gva=allow_gva, max_v=max_v)
     if beta is None:
         beta = torch.ones(B, T, HV, device=q.device, dtype=q.dtype)
     validate.check_gate("beta", beta, (B, T, HV), "[B, T, HV]")

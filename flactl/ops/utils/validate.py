@@ -42,10 +42,12 @@ def check_head_dim(name: str, d: int, maximum: int = MAX_HEAD_DIM) -> None:
         raise ValueError(f"{name} head dim must be >= 1, got {d}")
 
 
-def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, allow_gva: bool = False):
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, allow_gva: bool = False,
+              max_v: int = MAX_HEAD_DIM):
     """Check q,k [B,T,H,K], v [B,T,HV,V]; returns (B, T, H, HV, K, V).
 
     ``allow_gva``: v may have more heads than q/k (HV a multiple of H); otherwise HV == H.
+    ``max_v``: largest value head dim the caller's kernels take (ops that block over V take more).
     """
     check_rank("q", q, 4, "[B, T, H, K]")
     check_rank("k", k, 4, "[B, T, H, K]")
@@ -64,7 +66,7 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, allow_gva: b
     elif HV != H:
         raise ValueError(f"v must have the same number of heads as q/k ({H}), got {HV} (v {_desc(v)})")
     check_head_dim("q/k", K)
-    check_head_dim("v", V)
+    check_head_dim("v", V, max_v)
     check_same_device(q=q, k=k, v=v)
     return B, T, H, HV, K, V
 
