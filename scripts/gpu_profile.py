@@ -13,13 +13,13 @@ import argparse
 import json
 import os
 import sys
-from collections import defaultdict
-
 import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
 sys.path.insert(0, os.getcwd())
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kernel_time import kernel_times  # noqa: E402
 from flactl.ops import (chunk_delta_rule, chunk_gated_delta_rule, chunk_gla, chunk_retention,  # noqa: E402
                         chunk_simple_gla)
 
@@ -53,22 +53,7 @@ def profile(op, shape, dev, steps=5):
     torch.cuda.synchronize()
     wall = do_bench(step, warmup=25, rep=100, grad_to_none=grads)
     wall_fwd = do_bench(lambda: fn(**{n: x.detach() for n, x in ins.items()}))
-    from torch.profiler import ProfilerActivity, profile as tprof
-    torch.cuda.synchronize()
-    with tprof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            for x in grads:
-                x.grad = None
-            step()
-        torch.cuda.synchronize()
-    kernels = defaultdict(lambda: [0.0, 0])
-    for ev in prof.key_averages():
-        dev_us = getattr(ev, "self_device_time_total", None)
-        if dev_us is None:
-            dev_us = getattr(ev, "self_cuda_time_total", 0)
-        if dev_us and ev.device_type == torch.autograd.DeviceType.CUDA:
-            kernels[ev.key][0] += dev_us / steps / 1e3
-            kernels[ev.key][1] += ev.count // steps
+    kernels, prof = kernel_times(step, steps, before=lambda: [setattr(x, "grad", None) for x in grads])
     total = sum(v[0] for v in kernels.values())
     # host side: where the CPU time of a step goes (a large gap above means the GPU waited for it)
     host = sorted(((ev.key[:70], ev.self_cpu_time_total / steps / 1e3, ev.count // steps)
