@@ -22,6 +22,7 @@ B*(N-1)/(total - prefill), end-to-end tokens/s = B*N/total, and the peak memory 
 
 --tiny: every part on tiny configs (hidden 64, 2 layers, vocab 256) and tiny shapes, on CUDA if present
 else on CPU in float32 (flactl's ops take their torch path there) -- a smoke test of the script itself.
+FAMILIES=gla,gated_deltanet (environment): only those families, in every part.
 --no-fla: leave fla out of throughput / generate (a cold machine spends minutes in fla's autotuning).
 Results go to ``<out>/models_<part>.json``; a short table is printed last.
 """
@@ -96,10 +97,7 @@ def parity(out_dir, deadline):
         return {"all": {"skipped": f"fla not importable ({e})"}}
     import flactl  # noqa: F401  (... then flactl's override them for the Auto classes)
     results = {}
-    only = os.environ.get("FAMILIES")
-    for name, (cls, kw) in PARITY.items():
-        if only and name not in only.split(","):
-            continue
+    for name, (cls, kw) in selected(PARITY).items():
         if time.time() - START > deadline:
             results[name] = {"skipped": "time budget"}
             continue
@@ -262,11 +260,17 @@ def train_step_tps(build, B, T):
             "peak_GiB": peak, "first_step_s": round(first, 1), "loss0": round(loss.item(), 3)}
 
 
+def selected(table):
+    """FAMILIES=a,b (environment) limits every part to those families."""
+    only = os.environ.get("FAMILIES")
+    return {k: v for k, v in table.items() if not only or k in only.split(",")}
+
+
 def throughput(out_dir, deadline):
     import flactl  # noqa: F401
     results = {}
     shapes = ((2, 64), (1, 128)) if TINY else ((8, 2048), (2, 8192))
-    for name, (cls, kw) in M340.items():
+    for name, (cls, kw) in selected(M340).items():
         for B, T in shapes:
             for impl in impls_for(name):
                 key = f"{name}/{impl}/{B}x{T}"
@@ -321,7 +325,7 @@ def generate(out_dir, deadline, n_new):
     import flactl  # noqa: F401
     results = {}
     T, batches = (32, (1, 4)) if TINY else (2048, (1, 64))
-    for name, (cls, kw) in M340.items():
+    for name, (cls, kw) in selected(M340).items():
         for B in batches:
             for impl in impls_for(name):
                 key = f"{name}/{impl}/B{B}xT{T}+{n_new}"
