@@ -2,6 +2,9 @@
 # A cold machine spends most of the time compiling (fla's autotuning, then ours), which is CPU-bound and
 # serial inside one process; the device machine has 16 cores, so the families run side by side.
 #     source scripts/gpu_setup.sh; bash scripts/gpu_parity_parallel.sh     # -> $OUT/models_parity.json
+# All 16 families finished in one 10-minute call on 2026-11-22 (PARITY_JOBS=16, PARITY_TIMEOUT=560; 280 s was
+# too short for 9 of them). Run nothing timed beside it: a module benchmark that shared the GPU with these
+# processes that day read copy bandwidth at 257 GB/s (10x low) and was discarded.
 set -u
 OUT=${OUT:-/tmp/flactl-gpu}
 jobs=${PARITY_JOBS:-8}
