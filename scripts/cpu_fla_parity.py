@@ -54,13 +54,9 @@ import torch  # noqa: E402
 START = time.time()
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpu_models import PARITY as _GPU_PARITY, SMALL  # noqa: E402  (one list of parity configs)
+from gpu_models import PARITY as _GPU_PARITY, SMALL, use_flash_attn_stand_in  # noqa: E402  (one list of configs)
 
-# fla's Transformer / MLA need flash-attn (absent here): an SDPA stand-in (scripts/peer_stubs/flash_attn)
-try:
-    import flash_attn  # noqa: F401
-except ImportError:
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_stubs"))
+use_flash_attn_stand_in()  # fla's Transformer / MLA need flash-attn (absent here)
 # gla_gqa_conv is a GPU-only variant
 PARITY = {k: v for k, v in _GPU_PARITY.items() if k != "gla_gqa_conv"}
 CASES = (("T64", 64, None), ("T130", 130, None), ("T130_recurrent", 130, "fused_recurrent"),

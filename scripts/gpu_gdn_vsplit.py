@@ -2,10 +2,11 @@
 
     PYTHONPATH=$PWD python scripts/gpu_gdn_vsplit.py [--out $OUT/gdn_vsplit.json]
 
-The public op splits value heads wider than 256 into two calls (exact: value columns are independent),
-which repeats the WY transform (kkt, solve, w) and every q/k-side product. The chunk kernels loop or
-grid over V in 64-wide blocks, so one call with V=512 should also work; this measures both on the
-340M layer's shapes (B*T = 16k tokens, 4 heads) and checks that they agree (outputs and gradients).
+The public op used to split value heads wider than 256 into two calls (exact: value columns are
+independent), which repeats the WY transform (kkt, solve, w) and every q/k-side product. The chunk kernels
+loop or grid over V in 64-wide blocks, so one call with V=512 works too (the public op's path since
+2026-11-22, after this A/B); this measures both on the 340M layer's shapes (B*T = 16k tokens, 4 heads) and
+checks that they agree (outputs and gradients). "split" makes the two V=256 calls explicitly.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def make(B, T, H, K, V, dev="cuda"):
 
 
 def split_call(q, k, v, beta, g):
-    return chunk_gated_delta_rule(q, k, v, g, beta)[0]
+    return torch.cat([chunk_gated_delta_rule(q, k, vi, g, beta)[0] for vi in v.split(256, dim=-1)], dim=-1)
 
 
 def native_call(q, k, v, beta, g):

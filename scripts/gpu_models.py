@@ -79,6 +79,15 @@ PARITY = {
 }
 
 
+def use_flash_attn_stand_in():
+    """fla's Transformer / MLA import flash-attn; where it is absent, put the SDPA stand-in
+    (scripts/peer_stubs/flash_attn, see its docstring) on the path. Parity runs only."""
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_stubs"))
+
+
 def compare(a, b):
     a, b = a.float(), b.float()
     return {"max_abs": (a - b).abs().max().item(), "rel_rms": ((a - b).pow(2).mean().sqrt() / a.pow(2).mean().sqrt()).item(),
@@ -87,10 +96,7 @@ def compare(a, b):
 
 def parity(out_dir, deadline):
     from transformers import AutoModelForCausalLM
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:  # fla's Transformer / MLA need it: an SDPA stand-in (see its docstring)
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peer_stubs"))
+    use_flash_attn_stand_in()
     try:
         import fla  # noqa: F401  (registers fla's classes first ...)
     except ImportError as e:  # parity is against fla: nothing to do without it

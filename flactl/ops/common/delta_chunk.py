@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from ..utils import validate
-from ..utils.validate import MAX_HEAD_DIM
 from ..utils.cumsum import chunk_local_cumsum
 from ..utils.index import cdiv, prepare_chunk_indices, prepare_chunk_offsets
 from .delta_h import bwd_dh, fwd_h
@@ -116,7 +115,7 @@ def prepare_delta_inputs(q, k, v, beta, g, *, gated: bool, allow_gva: bool, init
                          scale, use_qk_l2norm_in_kernel=False, use_gate_in_kernel=False, A_log=None,
                          dt_bias=None, use_beta_sigmoid_in_kernel=False, allow_neg_eigval=False,
                          state_v_first=False, chunk_size=BT, transform=True, light_varlen_check=False,
-                         max_v=MAX_HEAD_DIM):
+                         max_v=validate.MAX_HEAD_DIM):
     """Validate (ValueError naming the argument) and apply the in-op transforms.
 
     Returns (q, k, v, beta, g, scale, initial_state) ready for the core: contiguous, q/k
