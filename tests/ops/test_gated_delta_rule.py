@@ -161,3 +161,22 @@ def test_value_head_dim_split_rejects_inplace_and_bad_state():
     bad["initial_state"] = bad["initial_state"][..., :299]
     with pytest.raises(ValueError, match="initial_state"):
         chunk_gated_delta_rule(**bad)
+
+
+@pytest.mark.parametrize("K,V", [(32, 16), (128, 40)])
+def test_output_fused_into_walk(K, V, monkeypatch, nan_poison):
+    """The state walk that also writes the outputs (no h round trip): without grad (h and v_new not
+    written) equal to the two-kernel forward; with grad, outputs and every gradient vs the oracle.
+    Varlen with uneven lengths, grouped value heads, K up to two 64-row state tiles."""
+    from flactl.ops.common import delta_chunk
+    lens = [1, 65, 70]
+    cu = uneven_cu_seqlens(lens)
+    x = _inputs(1, sum(lens), 1, 2, K, V, N=len(lens))
+    plain = {n: t.detach() for n, t in x.items()}
+    ref_o, ref_ht = chunk_gated_delta_rule(**plain, output_final_state=True, cu_seqlens=cu)
+    monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "inference", True)
+    monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "train", True)
+    o, ht = chunk_gated_delta_rule(**plain, output_final_state=True, cu_seqlens=cu)
+    assert_close("o (fused, inference)", ref_o.float(), o.float(), tol(1e-5, 1e-2))
+    assert_close("final_state (fused, inference)", ref_ht, ht, tol(1e-5, 1e-2))
+    _compare(chunk_gated_delta_rule, x, cu_seqlens=cu)

@@ -34,13 +34,23 @@ def _meta(q, cu_seqlens):
     return cu_seqlens.numel() - 1, chunk_indices.shape[0], chunk_indices, chunk_offsets
 
 
-def delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=None):
-    """p: Comba's erase key [B,T,H,K] (needs g); None for the (gated) delta rule."""
+# Outputs computed inside the state walk (True) or by a separate chunk-parallel kernel reading the
+# stored states (False). Both are kept: which is faster depends on how many programs the walk has.
+FUSED_OUTPUT = {"train": False, "inference": False}
+
+
+def delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=None, need_saved=True):
+    """p: Comba's erase key [B,T,H,K] (needs g); None for the (gated) delta rule.
+    need_saved=False (no backward will run) lets the fused walk skip writing h and v_new."""
     N, NT, ci, co = _meta(q, cu_seqlens)
     gc = chunk_local_cumsum(g, BT, cu_seqlens=cu_seqlens) if g is not None else None
     A, w, u = wy_fwd(k, v, beta, gc, cu_seqlens, ci, NT, p=p, graw=g if p is not None else None)
-    h, v_new, ht = fwd_h(k, w, u, gc, h0, output_final_state, cu_seqlens, co, N, NT)
-    o = fwd_o(q, k, v_new, h, gc, scale, cu_seqlens, ci, NT)
+    if FUSED_OUTPUT["train" if need_saved else "inference"]:
+        h, v_new, ht, o = fwd_h(k, w, u, gc, h0, output_final_state, cu_seqlens, co, N, NT, q=q, scale=scale,
+                                store_h=need_saved)
+    else:
+        h, v_new, ht = fwd_h(k, w, u, gc, h0, output_final_state, cu_seqlens, co, N, NT)
+        o = fwd_o(q, k, v_new, h, gc, scale, cu_seqlens, ci, NT)
     return o, ht, (gc, A, w, h, v_new)
 
 
@@ -77,8 +87,11 @@ def delta_chunk_bwd(q, k, v, beta, g, scale, h0, cu_seqlens, saved, do, dht, p=N
 class DeltaChunkFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=None):
-        o, ht, saved = delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=p)
-        ctx.save_for_backward(q, k, v, beta, g, h0, cu_seqlens, p, *saved)
+        need_saved = any(ctx.needs_input_grad)
+        o, ht, saved = delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=p,
+                                       need_saved=need_saved)
+        if need_saved:
+            ctx.save_for_backward(q, k, v, beta, g, h0, cu_seqlens, p, *saved)
         ctx.scale = scale
         return o, ht
 

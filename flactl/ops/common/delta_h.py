@@ -13,6 +13,9 @@ Backward, chunks in reverse (dS = gradient w.r.t. the state at the chunk's end, 
     dU'   = dv_local + (K * exp(gl - gc)) dS     (dv_local: the intra-chunk output term)
     dS    = exp(gl) dS + scale (Q * exp(gc))^T dO - w^T dU'
 
+With q given, the walk also writes the outputs (delta_o's forward formula) from the chunk-start state
+while it is in registers, so h need not be written and re-read when no backward follows.
+
 One program owns a [K, BV] slab of the state for one (sequence, value head), held as up to four
 [64, BV] float32 register tiles (K <= 256), and walks the sequence's chunks.
 """
@@ -39,12 +42,38 @@ def _seq_bounds(i_n, cu_seqlens, chunk_offsets, T, BT: tl.constexpr, IS_VARLEN: 
 
 
 @triton.jit
+def _fwd_h_tile(b_hs, b_v, b_o, b_qk, q, k, w, h, o_h, o_r, m_t, m_v, i_h, i_hv, koff,
+                H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr,
+                STORE_H: tl.constexpr, FUSE_O: tl.constexpr):
+    """One [BK, BV] tile of the chunk-start state (b_hs, k.dtype), K rows [koff, koff + BK): store it,
+    U' -= w S; with FUSE_O also the output's Q S and the chunk's Q K^T."""
+    o_k = koff + tl.arange(0, BK)
+    m_k = o_k < K
+    m = m_t[:, None] & m_k[None, :]
+    if STORE_H:
+        tl.store(h + o_h + o_k[:, None] * V, b_hs, mask=m_k[:, None] & m_v[None, :])
+    b_w = tl.load(w + (o_r[:, None] * HV + i_hv) * K + o_k[None, :], mask=m, other=0.0)
+    b_v -= tl.dot(b_w, b_hs)
+    if FUSE_O:
+        p_qk = (o_r[:, None] * H + i_h) * K + o_k[None, :]
+        b_q = tl.load(q + p_qk, mask=m, other=0.0)
+        b_k = tl.load(k + p_qk, mask=m, other=0.0)
+        b_o += tl.dot(b_q, b_hs)
+        b_qk += tl.dot(b_q, tl.trans(b_k))
+    return b_v, b_o, b_qk
+
+
+@triton.jit
 def delta_fwd_h_kernel(
-    k, w, u, gc, h, v_new, h0, ht, cu_seqlens, chunk_offsets, T,
+    q, k, w, u, gc, h, v_new, o, h0, ht, cu_seqlens, chunk_offsets, scale, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, NKT: tl.constexpr,
     USE_G: tl.constexpr, USE_H0: tl.constexpr, STORE_HT: tl.constexpr, IS_VARLEN: tl.constexpr,
+    STORE_H: tl.constexpr, FUSE_O: tl.constexpr,
 ):
+    """STORE_H: write h and v_new (the backward needs them). FUSE_O: also write the outputs o from the
+    chunk-start state while it is in registers (what delta_fwd_o_kernel computes), so h need not
+    round-trip through memory."""
     i_v, i_nh = tl.program_id(0), tl.program_id(1)
     i_n, i_hv = i_nh // HV, i_nh % HV
     i_h = i_hv // (HV // H)
@@ -72,35 +101,39 @@ def delta_fwd_h_kernel(
         o_t = i_c * BT + tl.arange(0, BT)
         m_t = o_t < Tl
         o_r = (bos + o_t).to(tl.int64)
-        p_h = h + ((boh + i_c) * HV + i_hv) * K * V + o_v[None, :]
-        m_k1 = (o_kk < K)
-        tl.store(p_h + o_kk[:, None] * V, b_h1.to(h.dtype.element_ty), mask=m_k1[:, None] & m_v[None, :])
+        o_h = ((boh + i_c) * HV + i_hv) * K * V + o_v[None, :]  # offsets of this chunk's h slab
         p_u = (o_r[:, None] * HV + i_hv) * V + o_v[None, :]
         m_u = m_t[:, None] & m_v[None, :]
         b_v = tl.load(u + p_u, mask=m_u, other=0.0).to(tl.float32)
-        p_w = w + (o_r[:, None] * HV + i_hv) * K + o_kk[None, :]
-        b_w = tl.load(p_w, mask=m_t[:, None] & m_k1[None, :], other=0.0)
-        b_v -= tl.dot(b_w, b_h1.to(dt))
+        b_o = tl.zeros([BT, BV], dtype=tl.float32)
+        b_qk = tl.zeros([BT, BT], dtype=tl.float32)
+        b_v, b_o, b_qk = _fwd_h_tile(b_h1.to(dt), b_v, b_o, b_qk, q, k, w, h, o_h, o_r, m_t, m_v, i_h, i_hv, 0,
+                                     H, HV, K, V, BK, STORE_H, FUSE_O)
         if NKT > 1:
-            m_k2 = (BK + o_kk) < K
-            tl.store(p_h + (BK + o_kk)[:, None] * V, b_h2.to(h.dtype.element_ty), mask=m_k2[:, None] & m_v[None, :])
-            b_w = tl.load(p_w + BK, mask=m_t[:, None] & m_k2[None, :], other=0.0)
-            b_v -= tl.dot(b_w, b_h2.to(dt))
+            b_v, b_o, b_qk = _fwd_h_tile(b_h2.to(dt), b_v, b_o, b_qk, q, k, w, h, o_h, o_r, m_t, m_v, i_h, i_hv, BK,
+                                         H, HV, K, V, BK, STORE_H, FUSE_O)
         if NKT > 2:
-            m_k3 = (2 * BK + o_kk) < K
-            tl.store(p_h + (2 * BK + o_kk)[:, None] * V, b_h3.to(h.dtype.element_ty), mask=m_k3[:, None] & m_v[None, :])
-            b_w = tl.load(p_w + 2 * BK, mask=m_t[:, None] & m_k3[None, :], other=0.0)
-            b_v -= tl.dot(b_w, b_h3.to(dt))
+            b_v, b_o, b_qk = _fwd_h_tile(b_h3.to(dt), b_v, b_o, b_qk, q, k, w, h, o_h, o_r, m_t, m_v, i_h, i_hv,
+                                         2 * BK, H, HV, K, V, BK, STORE_H, FUSE_O)
         if NKT > 3:
-            m_k4 = (3 * BK + o_kk) < K
-            tl.store(p_h + (3 * BK + o_kk)[:, None] * V, b_h4.to(h.dtype.element_ty), mask=m_k4[:, None] & m_v[None, :])
-            b_w = tl.load(p_w + 3 * BK, mask=m_t[:, None] & m_k4[None, :], other=0.0)
-            b_v -= tl.dot(b_w, b_h4.to(dt))
-        tl.store(v_new + p_u, b_v.to(v_new.dtype.element_ty), mask=m_u)
+            b_v, b_o, b_qk = _fwd_h_tile(b_h4.to(dt), b_v, b_o, b_qk, q, k, w, h, o_h, o_r, m_t, m_v, i_h, i_hv,
+                                         3 * BK, H, HV, K, V, BK, STORE_H, FUSE_O)
+        if STORE_H:
+            tl.store(v_new + p_u, b_v.to(v_new.dtype.element_ty), mask=m_u)
         if USE_G:
             last = tl.minimum((i_c + 1) * BT, Tl) - 1
             b_gl = tl.load(gc + (bos + last) * HV + i_hv).to(tl.float32)
             b_g = tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
+        if FUSE_O:
+            # o = scale * ((Q * exp(gc)) S + ((Q K^T) * Gamma * causal) U'), as delta_fwd_o_kernel
+            m_A = (o_t[:, None] >= o_t[None, :]) & m_t[:, None]
+            if USE_G:
+                b_o = b_o * tl.exp(b_g)[:, None]
+                b_qk = b_qk * tl.exp(tl.where(m_A, b_g[:, None] - b_g[None, :], 0.0))
+            b_qk = tl.where(m_A, b_qk, 0.0)
+            b_o = (b_o + tl.dot(b_qk.to(dt), b_v.to(dt))) * scale
+            tl.store(o + p_u, b_o.to(o.dtype.element_ty), mask=m_u)
+        if USE_G:
             b_v = b_v * tl.where(m_t, tl.exp(b_gl - b_g), 0.0)[:, None]
             b_egl = tl.exp(b_gl)
             b_h1 *= b_egl
@@ -109,7 +142,7 @@ def delta_fwd_h_kernel(
             b_h4 *= b_egl
         b_vd = b_v.to(dt)
         p_k = k + (o_r[:, None] * H + i_h) * K + o_kk[None, :]
-        b_k = tl.load(p_k, mask=m_t[:, None] & m_k1[None, :], other=0.0)
+        b_k = tl.load(p_k, mask=m_t[:, None] & (o_kk < K)[None, :], other=0.0)
         b_h1 += tl.dot(tl.trans(b_k), b_vd)
         if NKT > 1:
             b_k = tl.load(p_k + BK, mask=m_t[:, None] & ((BK + o_kk) < K)[None, :], other=0.0)
@@ -238,20 +271,35 @@ def _state_blocks(K: int, V: int):
     return BK, NKT, BV
 
 
-def fwd_h(k, w, u, gc, h0, output_final_state, cu_seqlens, chunk_offsets, N, NT):
-    """h [B, NT, HV, K, V] (chunk-start states, k.dtype), v_new [B,T,HV,V], ht [N,HV,K,V] fp32 or None."""
+# launch settings in one place so scripts/gpu_delta_tune.py can sweep them (BV None: _state_blocks)
+FWD_H_LAUNCH = dict(num_warps=4, num_stages=2, BV=None)
+
+
+def fwd_h(k, w, u, gc, h0, output_final_state, cu_seqlens, chunk_offsets, N, NT, q=None, scale=1.0,
+          store_h=True):
+    """The forward state walk. Returns h [B, NT, HV, K, V] (chunk-start states, k.dtype), v_new
+    [B,T,HV,V], ht [N,HV,K,V] fp32 or None, and o (when q is given: the outputs, fused into the walk).
+
+    store_h=False (only with q) skips h and v_new, which only the backward reads."""
     B, T, H, K = k.shape
     HV, V = u.shape[2], u.shape[3]
     BK, NKT, BV = _state_blocks(K, V)
-    h = torch.empty(B, NT, HV, K, V, device=k.device, dtype=k.dtype)
-    v_new = torch.empty_like(u)
+    BV = FWD_H_LAUNCH["BV"] or BV
+    if q is None and not store_h:
+        raise ValueError("store_h=False needs q (the walk would produce nothing)")
+    h = torch.empty(B, NT, HV, K, V, device=k.device, dtype=k.dtype) if store_h else None
+    v_new = torch.empty_like(u) if store_h else None
+    o = torch.empty_like(u) if q is not None else None
     ht = torch.empty(N, HV, K, V, device=k.device, dtype=torch.float32) if output_final_state else None
     grid = (triton.cdiv(V, BV), N * HV)
     delta_fwd_h_kernel[grid](
-        k, w, u, gc, h, v_new, h0, ht, cu_seqlens, chunk_offsets, T,
+        q, k, w, u, gc, h, v_new, o, h0, ht, cu_seqlens, chunk_offsets, scale, T,
         H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=BV, NKT=NKT, USE_G=gc is not None,
         USE_H0=h0 is not None, STORE_HT=ht is not None, IS_VARLEN=cu_seqlens is not None,
-        num_warps=4, num_stages=2)
+        STORE_H=store_h, FUSE_O=q is not None,
+        num_warps=FWD_H_LAUNCH["num_warps"], num_stages=FWD_H_LAUNCH["num_stages"])
+    if q is not None:
+        return h, v_new, ht, o
     return h, v_new, ht
 
 

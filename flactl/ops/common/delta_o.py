@@ -174,6 +174,9 @@ def delta_bwd_dqkwg_kernel(
         tl.store(dgc + (i_k * BTOT + o_r) * HV + i_hv, b_dg, mask=m_t)
 
 
+FWD_O_LAUNCH = dict(num_warps=4, num_stages=2)  # swept by scripts/gpu_delta_tune.py
+
+
 def fwd_o(q, k, v_new, h, gc, scale, cu_seqlens, chunk_indices, NT):
     B, T, H, K = q.shape
     HV, V = v_new.shape[2], v_new.shape[3]
@@ -182,7 +185,7 @@ def fwd_o(q, k, v_new, h, gc, scale, cu_seqlens, chunk_indices, NT):
     grid = (triton.cdiv(V, BV), NT, B * HV)
     delta_fwd_o_kernel[grid](q, k, v_new, h, gc, o, cu_seqlens, chunk_indices, scale, T, H=H, HV=HV, K=K, V=V,
                              BT=BT, BK=_bk(K), BV=BV, USE_G=gc is not None, IS_VARLEN=cu_seqlens is not None,
-                             num_warps=4, num_stages=2)
+                             **FWD_O_LAUNCH)
     return o
 
 

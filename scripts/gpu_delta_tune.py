@@ -1,0 +1,145 @@
+"""Sweep the launch settings of the delta-rule forward kernels on the GPU, checking every result.
+
+    PYTHONPATH=$PWD python scripts/gpu_delta_tune.py [--shapes 4,4096,16,128;1,16384,16,128] [--quick]
+
+For each shape (B,T,H,K[,V]) and gating: the WY kernel (fused or split into kkt+solve / w,u; warps, stages),
+the state walk (warps, stages, BV; alone, with the outputs fused in and h kept for the backward, and fused
+without h), and the output kernel. Each candidate's results are compared with the default settings' (rel.
+error) before its time counts. Then the whole forward (delta_chunk_fwd) with the default path and with the
+fused-output path. Writes $OUT/delta_tune.json; prints the best of each part.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+sys.path.insert(0, os.getcwd())
+from flactl.ops.common import delta_chunk, delta_h, delta_o, delta_wy  # noqa: E402
+from flactl.ops.utils.cumsum import chunk_local_cumsum  # noqa: E402
+
+OUT = os.environ.get("OUT", ".")
+DEV = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"  # CPU: a dry run of the script itself
+if DEV == "cpu":
+    do_bench = lambda fn, **kw: (fn(), 0.0)[1]  # noqa: E731,F811
+RES = {"device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu (dry run)", "rows": []}
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    if not torch.isfinite(b).all():
+        return float("inf")
+    return ((a - b).norm() / a.norm().clamp_min(1e-30)).item()
+
+
+def timed(part, shape, gated, cfg, fn, check):
+    """Time fn (do_bench median, ms) if its outputs agree with the defaults' (check() -> rel. error)."""
+    row = dict(part=part, shape=shape, gated=gated, cfg=cfg)
+    try:
+        err = check()
+        row["err"] = err
+        row["ms"] = do_bench(fn, warmup=25, rep=100) if err < 2e-2 else None
+    except Exception as e:  # noqa: BLE001 - a config that does not compile is a result too
+        row["error"] = repr(e)[:200]
+    RES["rows"].append(row)
+    print(json.dumps(row), flush=True)
+    with open(os.path.join(OUT, "delta_tune.json"), "w") as f:
+        json.dump(RES, f, indent=1)
+    return row
+
+
+def with_cfg(table, cfg, fn):
+    old = dict(table)
+    table.update(cfg)
+    try:
+        return fn()
+    finally:
+        table.clear()
+        table.update(old)
+
+
+def sweep(shape, gated, quick):
+    B, T, H, K, V = shape
+    dev = DEV
+    bf = torch.bfloat16 if dev == "cuda" else torch.float32
+    q = torch.randn(B, T, H, K, device=dev, dtype=bf)
+    k = F.normalize(torch.randn(B, T, H, K, device=dev), dim=-1).to(bf)
+    v = torch.randn(B, T, H, V, device=dev, dtype=bf)
+    beta = torch.rand(B, T, H, device=dev, dtype=bf)
+    g = F.logsigmoid(torch.randn(B, T, H, device=dev)) / 16 if gated else None
+    gc = chunk_local_cumsum(g, 64) if gated else None
+    NT = (T + 63) // 64
+    sc = K ** -0.5
+    A0, w0, u0 = delta_wy.wy_fwd(k, v, beta, gc, None, None, NT)
+    h0_, vn0, _ = delta_h.fwd_h(k, w0, u0, gc, None, False, None, None, B, NT)
+    o0 = delta_o.fwd_o(q, k, vn0, h0_, gc, sc, None, None, NT)
+    tag = list(shape)
+
+    warps, stages = ([4, 8], [1, 3]) if not quick else ([4], [2])
+    for split, nw, ns in itertools.product([False, True], warps, stages):
+        cfg = dict(split=split, num_warps=nw, num_stages=ns)
+        run = lambda cfg=cfg: with_cfg(delta_wy.WY_FWD_LAUNCH, cfg,  # noqa: E731
+                                       lambda: delta_wy.wy_fwd(k, v, beta, gc, None, None, NT))
+        timed("wy_fwd", tag, gated, cfg, run, lambda run=run: max(rel(w0, run()[1]), rel(u0, run()[2])))
+    for nw, ns, bv in itertools.product(warps, [2, 3] if not quick else [2], [32, 64]):
+        cfg = dict(num_warps=nw, num_stages=ns, BV=bv)
+        run = lambda cfg=cfg: with_cfg(delta_h.FWD_H_LAUNCH, cfg,  # noqa: E731
+                                       lambda: delta_h.fwd_h(k, w0, u0, gc, None, False, None, None, B, NT))
+        timed("fwd_h", tag, gated, cfg, run, lambda run=run: rel(h0_, run()[0]))
+        for store in (True, False):
+            fused = lambda cfg=cfg, store=store: with_cfg(  # noqa: E731
+                delta_h.FWD_H_LAUNCH, cfg,
+                lambda: delta_h.fwd_h(k, w0, u0, gc, None, False, None, None, B, NT, q=q, scale=sc, store_h=store))
+            timed("fwd_h+o" if store else "fwd_h+o (no h)", tag, gated, cfg, fused,
+                  lambda fused=fused: rel(o0, fused()[3]))
+    for nw, ns in itertools.product(warps, stages):
+        cfg = dict(num_warps=nw, num_stages=ns)
+        run = lambda cfg=cfg: with_cfg(delta_o.FWD_O_LAUNCH, cfg,  # noqa: E731
+                                       lambda: delta_o.fwd_o(q, k, vn0, h0_, gc, sc, None, None, NT))
+        timed("fwd_o", tag, gated, cfg, run, lambda run=run: rel(o0, run()))
+    # the whole forward with each output path (defaults for the launch settings)
+    for mode in ("separate", "fused+h", "fused"):
+        fl = {"separate": (False, True), "fused+h": (True, True), "fused": (True, False)}[mode]
+        cfg = {"train": fl[0], "inference": fl[0]}
+
+        def run(cfg=cfg, need=fl[1]):
+            return with_cfg(delta_chunk.FUSED_OUTPUT, cfg, lambda: delta_chunk.delta_chunk_fwd(
+                q, k, v, beta, g, sc, None, False, None, need_saved=need))
+        timed("forward " + mode, tag, gated, {}, run, lambda run=run: rel(o0, run()[0]))
+
+
+def best(part, shape, gated):
+    rows = [r for r in RES["rows"] if r["part"] == part and r["shape"] == shape and r["gated"] == gated
+            and r.get("ms")]
+    return min(rows, key=lambda r: r["ms"]) if rows else None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="4,4096,16,128;1,16384,16,128")
+    ap.add_argument("--gated", default="0")
+    ap.add_argument("--quick", action="store_true")
+    a = ap.parse_args()
+    shapes = []
+    for s in a.shapes.split(";"):
+        x = [int(t) for t in s.split(",")]
+        shapes.append(tuple(x) if len(x) == 5 else (*x, x[3]))
+    for shape, gated in itertools.product(shapes, [bool(int(x)) for x in a.gated.split(",")]):
+        sweep(shape, gated, a.quick)
+    print("\n== best per part")
+    for shape, gated in itertools.product(shapes, [bool(int(x)) for x in a.gated.split(",")]):
+        for part in ("wy_fwd", "fwd_h", "fwd_h+o", "fwd_h+o (no h)", "fwd_o", "forward separate",
+                     "forward fused+h", "forward fused"):
+            r = best(part, list(shape), gated)
+            if r:
+                print(f"{str(shape):28s} gated={gated:d} {part:16s} {r['ms']:.4f} ms  {r['cfg']}  err {r['err']:.1e}")
+
+
+if __name__ == "__main__":
+    main()
