@@ -242,10 +242,12 @@ def bench_shape(B, T, H, D):
         impls["fla_delta"] = lambda: fla_dr.chunk_delta_rule(q, k, v, beta)
         impls["fla_gdn"] = lambda: fla_gdr.chunk_gated_delta_rule(q, k, v, g, beta)
     for name, f in impls.items():
-        for mode in ("fwd", "fwdbwd"):
+        # fwd: no grad (inference / prefill); fwd_train: the forward of a training step (builds the graph
+        # and keeps what the backward needs); fwdbwd: forward + backward
+        for mode in ("fwd", "fwd_train", "fwdbwd"):
             try:
-                with torch.set_grad_enabled(mode == "fwdbwd"):
-                    row[f"{name}_{mode}"] = round(bench_ms(f if mode == "fwd" else fb(f), leaves), 4)
+                with torch.set_grad_enabled(mode != "fwd"):
+                    row[f"{name}_{mode}"] = round(bench_ms(fb(f) if mode == "fwdbwd" else f, leaves), 4)
             except Exception as e:  # noqa: BLE001
                 row[f"{name}_{mode}"] = "ERR " + repr(e)[:100]
     qs, ks, vs = (x.detach().transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v))

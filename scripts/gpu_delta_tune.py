@@ -2,9 +2,9 @@
 
     PYTHONPATH=$PWD python scripts/gpu_delta_tune.py [--shapes 4,4096,16,128;1,16384,16,128] [--quick]
 
-For each shape (B,T,H,K[,V]) and gating: the WY kernel (fused or split into kkt+solve / w,u; warps, stages),
-the state walk (warps, stages, BV; alone, with the outputs fused in and h kept for the backward, and fused
-without h), and the output kernel. Each candidate's results are compared with the default settings' (rel.
+For each shape (B,T,H,K[,V]) and gating: the WY kernel (warps, stages), the state walk (warps, stages, BV;
+alone, with the outputs fused in and h kept for the backward, and fused without h), the output kernel, and
+the backward kernels (state pass, dq/dk/dw, WY backward). Each candidate's results are compared with the default settings' (rel.
 error) before its time counts. Then the whole forward (delta_chunk_fwd) with the default path and with the
 fused-output path. Writes $OUT/delta_tune.json; prints the best of each part.
 """
@@ -64,15 +64,22 @@ def with_cfg(table, cfg, fn):
         table.update(old)
 
 
-def sweep(shape, gated, quick):
+def inputs(shape, gated):
     B, T, H, K, V = shape
-    dev = DEV
-    bf = torch.bfloat16 if dev == "cuda" else torch.float32
-    q = torch.randn(B, T, H, K, device=dev, dtype=bf)
-    k = F.normalize(torch.randn(B, T, H, K, device=dev), dim=-1).to(bf)
-    v = torch.randn(B, T, H, V, device=dev, dtype=bf)
-    beta = torch.rand(B, T, H, device=dev, dtype=bf)
-    g = F.logsigmoid(torch.randn(B, T, H, device=dev)) / 16 if gated else None
+    bf = torch.bfloat16 if DEV == "cuda" else torch.float32
+    x = dict(q=torch.randn(B, T, H, K, device=DEV, dtype=bf),
+             k=F.normalize(torch.randn(B, T, H, K, device=DEV), dim=-1).to(bf),
+             v=torch.randn(B, T, H, V, device=DEV, dtype=bf),
+             beta=torch.rand(B, T, H, device=DEV, dtype=bf))
+    x["g"] = F.logsigmoid(torch.randn(B, T, H, device=DEV)) / 16 if gated else None
+    return x
+
+
+def sweep_fwd(shape, gated, quick):
+    """WY (warps, stages), the walk alone / with outputs (+h) / with outputs (no h), the output kernel."""
+    B, T, H, K, V = shape
+    x = inputs(shape, gated)
+    q, k, v, beta, g = x["q"], x["k"], x["v"], x["beta"], x["g"]
     gc = chunk_local_cumsum(g, 64) if gated else None
     NT = (T + 63) // 64
     sc = K ** -0.5
@@ -80,30 +87,31 @@ def sweep(shape, gated, quick):
     h0_, vn0, _ = delta_h.fwd_h(k, w0, u0, gc, None, False, None, None, B, NT)
     o0 = delta_o.fwd_o(q, k, vn0, h0_, gc, sc, None, None, NT)
     tag = list(shape)
-
-    warps, stages = ([4, 8], [1, 3]) if not quick else ([4], [2])
-    for split, nw, ns in itertools.product([False, True], warps, stages):
-        cfg = dict(split=split, num_warps=nw, num_stages=ns)
+    warps = [4, 8] if not quick else [4]
+    for nw, ns in itertools.product(warps, [1, 3] if not quick else [3]):
+        cfg = dict(num_warps=nw, num_stages=ns)
         run = lambda cfg=cfg: with_cfg(delta_wy.WY_FWD_LAUNCH, cfg,  # noqa: E731
                                        lambda: delta_wy.wy_fwd(k, v, beta, gc, None, None, NT))
         timed("wy_fwd", tag, gated, cfg, run, lambda run=run: max(rel(w0, run()[1]), rel(u0, run()[2])))
-    for nw, ns, bv in itertools.product(warps, [2, 3] if not quick else [2], [32, 64]):
+    for nw, ns, bv in itertools.product(warps, [2, 3] if not quick else [3], [32, 64]):
         cfg = dict(num_warps=nw, num_stages=ns, BV=bv)
         run = lambda cfg=cfg: with_cfg(delta_h.FWD_H_LAUNCH, cfg,  # noqa: E731
                                        lambda: delta_h.fwd_h(k, w0, u0, gc, None, False, None, None, B, NT))
         timed("fwd_h", tag, gated, cfg, run, lambda run=run: rel(h0_, run()[0]))
+        if not delta_h.fused_output_fits(K):
+            continue
         for store in (True, False):
             fused = lambda cfg=cfg, store=store: with_cfg(  # noqa: E731
                 delta_h.FWD_H_LAUNCH, cfg,
                 lambda: delta_h.fwd_h(k, w0, u0, gc, None, False, None, None, B, NT, q=q, scale=sc, store_h=store))
             timed("fwd_h+o" if store else "fwd_h+o (no h)", tag, gated, cfg, fused,
                   lambda fused=fused: rel(o0, fused()[3]))
-    for nw, ns in itertools.product(warps, stages):
+    for nw, ns in itertools.product(warps, [2, 3]):
         cfg = dict(num_warps=nw, num_stages=ns)
         run = lambda cfg=cfg: with_cfg(delta_o.FWD_O_LAUNCH, cfg,  # noqa: E731
                                        lambda: delta_o.fwd_o(q, k, vn0, h0_, gc, sc, None, None, NT))
         timed("fwd_o", tag, gated, cfg, run, lambda run=run: rel(o0, run()))
-    # the whole forward with each output path (defaults for the launch settings)
+    # the whole forward with each output path (default launch settings)
     for mode in ("separate", "fused+h", "fused"):
         fl = {"separate": (False, True), "fused+h": (True, True), "fused": (True, False)}[mode]
         cfg = {"train": fl[0], "inference": fl[0]}
@@ -112,6 +120,46 @@ def sweep(shape, gated, quick):
             return with_cfg(delta_chunk.FUSED_OUTPUT, cfg, lambda: delta_chunk.delta_chunk_fwd(
                 q, k, v, beta, g, sc, None, False, None, need_saved=need))
         timed("forward " + mode, tag, gated, {}, run, lambda run=run: rel(o0, run()[0]))
+
+
+def sweep_bwd(shape, gated, quick):
+    """The backward kernels' launch settings: state pass (warps, stages, BV), dq/dk/dw, WY backward."""
+    B, T, H, K, V = shape
+    x = inputs(shape, gated)
+    sc = K ** -0.5
+    NT = (T + 63) // 64
+    o, _, saved = delta_chunk.delta_chunk_fwd(x["q"], x["k"], x["v"], x["beta"], x["g"], sc, None, False, None)
+    gc, A, w, h, vn = saved
+    do = torch.randn_like(o)
+    q, k = x["q"], x["k"]
+    dvl = delta_o.bwd_dv_local(q, k, gc, do, sc, None, None, NT)
+    dh0, _, dv20 = delta_h.bwd_dh(q, k, w, gc, None, None, do, dvl, sc, None, None, B, NT)
+    dq0 = delta_o.bwd_dqkwg(q, k, vn, h, dh0, do, dv20, gc, sc, None, None, NT)
+    tag = list(shape)
+    warps = [4, 8] if not quick else [4]
+    for nw, ns, bv in itertools.product(warps, [2, 3], [32, 64]):
+        cfg = dict(num_warps=nw, num_stages=ns, BV=bv)
+        run = lambda cfg=cfg: with_cfg(delta_h.BWD_DH_LAUNCH, cfg,  # noqa: E731
+                                       lambda: delta_h.bwd_dh(q, k, w, gc, None, None, do, dvl, sc, None, None, B, NT))
+        timed("bwd_dh", tag, gated, cfg, run, lambda run=run: max(rel(dh0, run()[0]), rel(dv20, run()[2])))
+    for nw, ns in itertools.product(warps, [2, 3]):
+        cfg = dict(num_warps=nw, num_stages=ns)
+        run = lambda cfg=cfg: with_cfg(delta_o.BWD_DQKWG_LAUNCH, cfg,  # noqa: E731
+                                       lambda: delta_o.bwd_dqkwg(q, k, vn, h, dh0, do, dv20, gc, sc, None, None, NT))
+        timed("bwd_dqkwg", tag, gated, cfg, run, lambda run=run: rel(dq0[0], run()[0]))
+        dk_in = dq0[1]
+        wy0 = delta_wy.wy_bwd(k, x["v"], x["beta"], gc, A, dq0[2], dv20, dk_in, None, None, NT)
+        run = lambda cfg=cfg: with_cfg(delta_wy.WY_BWD_LAUNCH, cfg,  # noqa: E731
+                                       lambda: delta_wy.wy_bwd(k, x["v"], x["beta"], gc, A, dq0[2], dv20, dk_in,
+                                                               None, None, NT))
+        timed("wy_bwd", tag, gated, cfg, run, lambda run=run, wy0=wy0: max(rel(wy0[0], run()[0]),
+                                                                             rel(wy0[2], run()[2])))
+    leaves = [t.requires_grad_() for t in (x["q"], x["k"], x["v"], x["beta"])]
+
+    def step():
+        oo, _ = delta_chunk.DeltaChunkFunction.apply(*leaves, x["g"], sc, None, False, None, None)
+        oo.backward(do)
+    timed("fwd+bwd", tag, gated, {}, step, lambda: 0.0)
 
 
 def best(part, shape, gated):
@@ -125,17 +173,21 @@ def main():
     ap.add_argument("--shapes", default="4,4096,16,128;1,16384,16,128")
     ap.add_argument("--gated", default="0")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--parts", default="fwd,bwd")
     a = ap.parse_args()
     shapes = []
     for s in a.shapes.split(";"):
         x = [int(t) for t in s.split(",")]
         shapes.append(tuple(x) if len(x) == 5 else (*x, x[3]))
     for shape, gated in itertools.product(shapes, [bool(int(x)) for x in a.gated.split(",")]):
-        sweep(shape, gated, a.quick)
+        if "fwd" in a.parts:
+            sweep_fwd(shape, gated, a.quick)
+        if "bwd" in a.parts:
+            sweep_bwd(shape, gated, a.quick)
     print("\n== best per part")
     for shape, gated in itertools.product(shapes, [bool(int(x)) for x in a.gated.split(",")]):
         for part in ("wy_fwd", "fwd_h", "fwd_h+o", "fwd_h+o (no h)", "fwd_o", "forward separate",
-                     "forward fused+h", "forward fused"):
+                     "forward fused+h", "forward fused", "bwd_dh", "bwd_dqkwg", "wy_bwd", "fwd+bwd"):
             r = best(part, list(shape), gated)
             if r:
                 print(f"{str(shape):28s} gated={gated:d} {part:16s} {r['ms']:.4f} ms  {r['cfg']}  err {r['err']:.1e}")

@@ -1,12 +1,12 @@
 """Small helpers shared by the fused modules (dispatch, activation codes, tiling choices)."""
 from __future__ import annotations
 
-import functools
 
 import torch
 import triton
 
 from flactl.ops.utils import interpreter_on, use_triton
+from flactl.ops.utils.device import sm_count
 
 __all__ = ["use_triton", "next_pow2", "num_programs_cap", "ACT_CODES", "act_code", "torch_act"]
 
@@ -28,15 +28,10 @@ def next_pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
-@functools.lru_cache(maxsize=8)
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def num_programs_cap(device: torch.device) -> int:
     """How many persistent programs a reduction-over-rows backward should launch."""
     if device.type == "cuda":
-        return 4 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+        return 4 * sm_count(device)
     return 2 if interpreter_on() else 64
 
 

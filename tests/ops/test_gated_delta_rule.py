@@ -163,16 +163,19 @@ def test_value_head_dim_split_rejects_inplace_and_bad_state():
         chunk_gated_delta_rule(**bad)
 
 
-@pytest.mark.parametrize("K,V", [(32, 16), (128, 40)])
-def test_output_fused_into_walk(K, V, monkeypatch, nan_poison):
-    """The state walk that also writes the outputs (no h round trip): without grad (h and v_new not
-    written) equal to the two-kernel forward; with grad, outputs and every gradient vs the oracle.
-    Varlen with uneven lengths, grouped value heads, K up to two 64-row state tiles."""
-    from flactl.ops.common import delta_chunk
+@pytest.mark.parametrize("K,V,BV", [(32, 16, None), (128, 40, 32), (128, 40, 64)])
+def test_output_fused_into_walk(K, V, BV, monkeypatch, nan_poison):
+    """The state walk that also writes the outputs (no h round trip; the default without grad): equal
+    to the two-kernel forward; with grad (fused path forced on), outputs and every gradient vs the
+    oracle. Varlen with uneven lengths, grouped value heads, K up to two 64-row state tiles, both
+    widths of the walk's value slab."""
+    from flactl.ops.common import delta_chunk, delta_h
     lens = [1, 65, 70]
     cu = uneven_cu_seqlens(lens)
     x = _inputs(1, sum(lens), 1, 2, K, V, N=len(lens))
     plain = {n: t.detach() for n, t in x.items()}
+    monkeypatch.setitem(delta_h.FWD_H_LAUNCH, "BV", BV)
+    monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "inference", False)
     ref_o, ref_ht = chunk_gated_delta_rule(**plain, output_final_state=True, cu_seqlens=cu)
     monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "inference", True)
     monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "train", True)

@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from ..utils.autotune import autotune
+from ..utils.device import sm_count
 from ..utils.index import prepare_chunk_offsets
 
 # BV is chosen by the launcher from K (register budget for the K x BV fp32 state); the autotuner
@@ -304,21 +305,9 @@ def split_walk(N: int, H: int, K: int, V: int, device) -> bool:
     forced = os.environ.get("FLACTL_CHUNK_SPLIT")
     if forced in ("0", "1"):
         return forced == "1"
-    sms = _sm_count(device)
+    sms = sm_count(device)
     programs = N * H * triton.cdiv(V, 64)
     return programs < sms // 2 or (programs < sms and K > 64)
-
-
-_SMS = {}
-
-
-def _sm_count(device) -> int:
-    if device.type != "cuda":
-        return 132  # the interpreter: behave like an H100 so CPU tests take the same routes
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _SMS:
-        _SMS[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
-    return _SMS[idx]
 
 
 def _max_chunks(cu_seqlens, T, BT, offs):

@@ -174,7 +174,7 @@ def delta_bwd_dqkwg_kernel(
         tl.store(dgc + (i_k * BTOT + o_r) * HV + i_hv, b_dg, mask=m_t)
 
 
-FWD_O_LAUNCH = dict(num_warps=4, num_stages=2)  # swept by scripts/gpu_delta_tune.py
+FWD_O_LAUNCH = dict(num_warps=4, num_stages=3)  # swept by scripts/gpu_delta_tune.py
 
 
 def fwd_o(q, k, v_new, h, gc, scale, cu_seqlens, chunk_indices, NT):
@@ -199,6 +199,9 @@ def bwd_dv_local(q, k, gc, do, scale, cu_seqlens, chunk_indices, NT):
     return dv
 
 
+BWD_DQKWG_LAUNCH = dict(num_warps=4, num_stages=2)  # swept by scripts/gpu_delta_tune.py
+
+
 def bwd_dqkwg(q, k, v_new, h, dh, do, dv2, gc, scale, cu_seqlens, chunk_indices, NT):
     """dq, dk (output/state part) and dw per value head [B,T,HV,K]; dgc partial [NK,B,T,HV] or None."""
     B, T, H, K = q.shape
@@ -213,5 +216,5 @@ def bwd_dqkwg(q, k, v_new, h, dh, do, dv2, gc, scale, cu_seqlens, chunk_indices,
     grid = (NK, NT, B * HV)
     delta_bwd_dqkwg_kernel[grid](q, k, v_new, h, dh, do, dv2, gc, dq, dk, dw, dgc, cu_seqlens, chunk_indices,
                                  scale, T, B * T, H=H, HV=HV, K=K, V=V, BT=BT, BK=BK, BV=_bk(V),
-                                 USE_G=gc is not None, IS_VARLEN=cu_seqlens is not None, num_warps=4, num_stages=2)
+                                 USE_G=gc is not None, IS_VARLEN=cu_seqlens is not None, **BWD_DQKWG_LAUNCH)
     return dq, dk, dw, dgc
