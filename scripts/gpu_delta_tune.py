@@ -157,9 +157,48 @@ def sweep_bwd(shape, gated, quick):
     leaves = [t.requires_grad_() for t in (x["q"], x["k"], x["v"], x["beta"])]
 
     def step():
-        oo, _ = delta_chunk.DeltaChunkFunction.apply(*leaves, x["g"], sc, None, False, None, None)
+        oo, _ = delta_chunk.delta_chunk_apply(*leaves, x["g"], sc, None, False, None, None)
         oo.backward(do)
     timed("fwd+bwd", tag, gated, {}, step, lambda: 0.0)
+
+
+def determinism(shape, gated, repeats=4):
+    """Every forward/backward kernel run `repeats` times on the same inputs: the outputs must be bitwise
+    equal (max abs difference per output; a nonzero value is a race or an uninitialised read)."""
+    B, T, H, K, V = shape
+    x = inputs(shape, gated)
+    q, k, v, beta = x["q"], x["k"], x["v"], x["beta"]
+    sc = K ** -0.5
+    NT = (T + 63) // 64
+    gc = chunk_local_cumsum(x["g"], 64) if gated else None
+    o, _, (gc, A, w, h, vn) = delta_chunk.delta_chunk_fwd(q, k, v, beta, x["g"], sc, None, False, None)
+    do = torch.randn_like(o)
+    dvl = delta_o.bwd_dv_local(q, k, gc, do, sc, None, None, NT)
+    dh, _, dv2 = delta_h.bwd_dh(q, k, w, gc, None, None, do, dvl, sc, None, None, B, NT)
+    dq, dk, dw, _ = delta_o.bwd_dqkwg(q, k, vn, h, dh, do, dv2, gc, sc, None, None, NT)
+    fns = {
+        "wy_fwd": lambda: delta_wy.wy_fwd(k, v, beta, gc, None, None, NT),
+        "fwd_h": lambda: delta_h.fwd_h(k, w, delta_wy.wy_fwd(k, v, beta, gc, None, None, NT)[2], gc, None, False,
+                                       None, None, B, NT),
+        "fwd_o": lambda: delta_o.fwd_o(q, k, vn, h, gc, sc, None, None, NT),
+        "fwd_h+o (no h)": lambda: delta_h.fwd_h(k, w, delta_wy.wy_fwd(k, v, beta, gc, None, None, NT)[2], gc, None,
+                                                False, None, None, B, NT, q=q, scale=sc, store_h=False),
+        "bwd_dv_local": lambda: delta_o.bwd_dv_local(q, k, gc, do, sc, None, None, NT),
+        "bwd_dh": lambda: delta_h.bwd_dh(q, k, w, gc, None, None, do, dvl, sc, None, None, B, NT),
+        "bwd_dqkwg": lambda: delta_o.bwd_dqkwg(q, k, vn, h, dh, do, dv2, gc, sc, None, None, NT),
+        "wy_bwd": lambda: delta_wy.wy_bwd(k, v, beta, gc, A, dw, dv2, dk, None, None, NT),
+    }
+    for name, fn in fns.items():
+        first = [t.clone() if torch.is_tensor(t) else t for t in fn()]
+        diffs = [0.0] * len(first)
+        for _ in range(repeats - 1):
+            for i, t in enumerate(fn()):
+                if torch.is_tensor(t):
+                    d = (t.float() - first[i].float()).abs()
+                    diffs[i] = max(diffs[i], float(torch.nan_to_num(d, nan=float("inf")).max()))
+        row = dict(part="determinism " + name, shape=list(shape), gated=gated, max_abs_diff=diffs)
+        RES["rows"].append(row)
+        print(json.dumps(row), flush=True)
 
 
 def best(part, shape, gated):
@@ -184,6 +223,8 @@ def main():
             sweep_fwd(shape, gated, a.quick)
         if "bwd" in a.parts:
             sweep_bwd(shape, gated, a.quick)
+        if "det" in a.parts:
+            determinism(shape, gated)
     print("\n== best per part")
     for shape, gated in itertools.product(shapes, [bool(int(x)) for x in a.gated.split(",")]):
         for part in ("wy_fwd", "fwd_h", "fwd_h+o", "fwd_h+o (no h)", "fwd_o", "forward separate",

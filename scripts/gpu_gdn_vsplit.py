@@ -21,7 +21,7 @@ from triton.testing import do_bench
 
 sys.path.insert(0, os.getcwd())
 from flactl.ops import chunk_gated_delta_rule  # noqa: E402
-from flactl.ops.common.delta_chunk import DeltaChunkFunction  # noqa: E402
+from flactl.ops.common.delta_chunk import delta_chunk_apply  # noqa: E402
 
 
 def make(B, T, H, K, V, dev="cuda"):
@@ -39,7 +39,7 @@ def split_call(q, k, v, beta, g):
 
 
 def native_call(q, k, v, beta, g):
-    return DeltaChunkFunction.apply(q, k, v, beta, g, q.shape[-1] ** -0.5, None, False, None, None)[0]
+    return delta_chunk_apply(q, k, v, beta, g, q.shape[-1] ** -0.5, None, False, None, None)[0]
 
 
 def rel(a, b):

@@ -1,7 +1,9 @@
 """Where does a forward+backward step spend its time? Kernel-level profile of the chunk ops (GPU).
 
     PYTHONPATH=$PWD python scripts/gpu_profile.py [--ops simple_gla,retention,gla,delta_rule,gated_delta_rule]
-                                                  [--shape 4,4096,16,128] [--out $OUT/profile.json]
+                                                  [--shape 4,4096,16,128] [--fwd-only] [--out $OUT/profile.json]
+
+An op named fla_<op> (e.g. fla_gated_delta_rule) profiles fla's op of that name (the peer on PYTHONPATH).
 
 For each op: the step's wall time (do_bench median), the summed GPU kernel time per step from
 torch.profiler and the gap between them (host overhead or idle GPU), and the kernels sorted by time.
@@ -41,17 +43,30 @@ OPS = {"simple_gla": chunk_simple_gla, "retention": chunk_retention, "gla": chun
        "delta_rule": chunk_delta_rule, "gated_delta_rule": chunk_gated_delta_rule}
 
 
-def profile(op, shape, dev, steps=5):
-    fn, ins = OPS[op], inputs(op, *shape, dev)
+def op_fn(op):
+    """flactl's op, or fla's same-named op for "fla_<op>" (the peer, when importable: fla 0.6.0)."""
+    if not op.startswith("fla_"):
+        return OPS[op]
+    import importlib
+    name = op[4:]
+    return getattr(importlib.import_module(f"fla.ops.{name}"), f"chunk_{name}")
+
+
+def profile(op, shape, dev, steps=5, fwd_only=False):
+    fn, ins = op_fn(op), inputs(op.removeprefix("fla_"), *shape, dev)
     do = torch.randn_like(ins["v"])
 
     def step():
-        fn(**ins)[0].backward(do)
+        if fwd_only:  # the no-grad forward (inference / prefill)
+            with torch.no_grad():
+                fn(**ins)
+        else:
+            fn(**ins)[0].backward(do)
     grads = list(ins.values())
     for _ in range(3):  # compile and autotune outside do_bench (it sizes its repeats from the first calls)
         step()
     torch.cuda.synchronize()
-    wall = do_bench(step, warmup=25, rep=100, grad_to_none=grads)
+    wall = do_bench(step, warmup=25, rep=100, grad_to_none=None if fwd_only else grads)
     wall_fwd = do_bench(lambda: fn(**{n: x.detach() for n, x in ins.items()}))
     kernels, prof = kernel_times(step, steps, before=lambda: [setattr(x, "grad", None) for x in grads])
     total = sum(v[0] for v in kernels.values())
@@ -62,7 +77,7 @@ def profile(op, shape, dev, steps=5):
     rows = sorted(((k[:90], round(v[0], 4), v[1]) for k, v in kernels.items()), key=lambda r: -r[1])
     res = dict(op=op, shape=shape, wall_fwdbwd_ms=wall, wall_fwd_ms=wall_fwd, kernel_sum_ms=total,
                gap_ms=wall - total, kernels=rows)
-    print(f"\n== {op} {shape}: fwd {wall_fwd:.3f} ms, fwd+bwd wall {wall:.3f} ms, kernels {total:.3f} ms, "
+    print(f"\n== {op} {shape}: fwd {wall_fwd:.3f} ms, {'fwd (no grad)' if fwd_only else 'fwd+bwd'} step wall {wall:.3f} ms, kernels {total:.3f} ms, "
           f"gap {wall - total:.3f} ms")
     for name, ms, n in rows[:25]:
         print(f"  {ms:8.4f} ms  x{n:<3d} {name}")
@@ -77,13 +92,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ops", default=",".join(OPS))
     ap.add_argument("--shape", default="4,4096,16,128")
+    ap.add_argument("--fwd-only", action="store_true", help="profile the no-grad forward only")
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "profile.json"))
     a = ap.parse_args()
     shape = tuple(int(x) for x in a.shape.split(","))
     res = []
     for op in a.ops.split(","):
         try:
-            res.append(profile(op, shape, "cuda"))
+            res.append(profile(op, shape, "cuda", fwd_only=a.fwd_only))
         except Exception as e:  # noqa: BLE001 - keep profiling the others
             print(f"{op}: {type(e).__name__}: {e}")
         with open(a.out, "w") as f:

@@ -179,7 +179,12 @@ def test_output_fused_into_walk(K, V, BV, monkeypatch, nan_poison):
     ref_o, ref_ht = chunk_gated_delta_rule(**plain, output_final_state=True, cu_seqlens=cu)
     monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "inference", True)
     monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "train", True)
-    o, ht = chunk_gated_delta_rule(**plain, output_final_state=True, cu_seqlens=cu)
+
+    def no_separate_output_kernel(*a, **kw):
+        raise AssertionError("the separate output kernel ran: no-grad calls must take the fused walk")
+    with monkeypatch.context() as m, torch.no_grad():  # inputs require grad; grad mode is what counts
+        m.setattr(delta_chunk, "fwd_o", no_separate_output_kernel)
+        o, ht = chunk_gated_delta_rule(**x, output_final_state=True, cu_seqlens=cu)
     assert_close("o (fused, inference)", ref_o.float(), o.float(), tol(1e-5, 1e-2))
     assert_close("final_state (fused, inference)", ref_ht, ht, tol(1e-5, 1e-2))
     _compare(chunk_gated_delta_rule, x, cu_seqlens=cu)

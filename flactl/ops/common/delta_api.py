@@ -11,7 +11,7 @@ import torch
 
 from ..utils.backend import use_triton
 from ..utils.validate import MAX_HEAD_DIM
-from .delta_chunk import DeltaChunkFunction, finish_state, l2norm, prepare_delta_inputs
+from .delta_chunk import delta_chunk_apply, finish_state, l2norm, prepare_delta_inputs
 from .delta_recurrent import FusedRecurrentDeltaFunction, fused_recurrent_delta_fwd
 from .delta_torch import torch_chunk_delta
 
@@ -94,7 +94,7 @@ def delta_chunk_op(q, k, v, beta, g, *, gated, allow_gva, scale, initial_state, 
         allow_neg_eigval=kwargs.get("allow_neg_eigval", False), state_v_first=state_v_first,
         chunk_size=kwargs.get("chunk_size", 64), max_v=CHUNK_MAX_V)
     if use_triton(q):
-        o, ht = DeltaChunkFunction.apply(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p)
+        o, ht = delta_chunk_apply(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p)
     else:
         o, ht = torch_chunk_delta(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=p)
     return o, finish_state(ht, state_v_first)

@@ -89,8 +89,7 @@ def delta_chunk_bwd(q, k, v, beta, g, scale, h0, cu_seqlens, saved, do, dht, p=N
 
 class DeltaChunkFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=None):
-        need_saved = any(ctx.needs_input_grad)
+    def forward(ctx, q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=None, need_saved=True):
         o, ht, saved = delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=p,
                                        need_saved=need_saved)
         if need_saved:
@@ -106,7 +105,15 @@ class DeltaChunkFunction(torch.autograd.Function):
             dht.contiguous() if dht is not None else None, p=p)
         if dh0 is not None:
             dh0 = dh0.to(h0.dtype)
-        return dq, dk, dv, dbeta, dg, None, dh0, None, None, dp
+        return dq, dk, dv, dbeta, dg, None, dh0, None, None, dp, None
+
+
+def delta_chunk_apply(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=None):
+    """DeltaChunkFunction.apply, telling its forward whether a backward can follow: inside apply grad
+    mode is off and ctx.needs_input_grad mirrors requires_grad even under torch.no_grad(), so only the
+    caller can tell. Without a backward the forward skips what only the backward reads."""
+    need = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, beta, g, h0, p))
+    return DeltaChunkFunction.apply(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p, need)
 
 
 # ----------------------------------------------------------------------------------------------

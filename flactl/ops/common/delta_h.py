@@ -273,13 +273,13 @@ def _state_blocks(K: int, V: int):
 
 
 def _fwd_value_block(K: int, V: int, n_seq_heads: int, device) -> int:
-    """BV of the forward walk. At K = 128, 64-wide slabs are faster once they alone give every SM a
-    program (H100: 0.146 vs 0.172 ms at 4x4096x16 heads); with fewer programs the walk's latency
+    """BV of the forward walk. At K = 128, 64-wide slabs are faster once they alone give (nearly) every
+    SM a program (H100, 128 programs: 0.146 vs 0.172 ms at 4x4096x16 heads); with fewer programs the walk's latency
     dominates and 32-wide slabs double the parallelism (1x16384x16: 0.275 vs 0.378 ms)."""
     BK, NKT, BV = _state_blocks(K, V)
     if FWD_H_LAUNCH["BV"]:
         return FWD_H_LAUNCH["BV"]
-    if NKT == 2 and n_seq_heads * triton.cdiv(V, 64) >= sm_count(device):
+    if NKT == 2 and n_seq_heads * triton.cdiv(V, 64) >= 0.75 * sm_count(device):
         return 64
     return BV
 

@@ -153,7 +153,7 @@ class FusedRecurrentDeltaFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, do, dht):
-        from .delta_chunk import DeltaChunkFunction, gate_from_logits, l2norm
+        from .delta_chunk import delta_chunk_apply, gate_from_logits, l2norm
         from .delta_torch import torch_chunk_delta
 
         q, k, v, beta, g, A_log, dt_bias, h0, p, cu_seqlens = ctx.saved_tensors
@@ -168,8 +168,7 @@ class FusedRecurrentDeltaFunction(torch.autograd.Function):
             gg = gate_from_logits(lg, lA, ldt) if opts["gate_in_kernel"] else lg
             bb = lb.float().sigmoid() * opts["beta_scale"] if opts["beta_sigmoid"] else lb
             if use_triton(q):
-                o, ht = DeltaChunkFunction.apply(qq, kk, lv, bb, gg, ctx.scale, lh0, ctx.output_final_state,
-                                                 cu_seqlens, pp)
+                o, ht = delta_chunk_apply(qq, kk, lv, bb, gg, ctx.scale, lh0, ctx.output_final_state, cu_seqlens, pp)
             else:
                 o, ht = torch_chunk_delta(qq, kk, lv, bb, gg, ctx.scale, lh0, ctx.output_final_state, cu_seqlens,
                                           p=pp)
