@@ -165,10 +165,10 @@ def test_value_head_dim_split_rejects_inplace_and_bad_state():
 
 @pytest.mark.parametrize("K,V,BV", [(32, 16, None), (128, 40, 32), (128, 40, 64)])
 def test_output_fused_into_walk(K, V, BV, monkeypatch, nan_poison):
-    """The state walk that also writes the outputs (no h round trip; the default without grad): equal
-    to the two-kernel forward; with grad (fused path forced on), outputs and every gradient vs the
-    oracle. Varlen with uneven lengths, grouped value heads, K up to two 64-row state tiles, both
-    widths of the walk's value slab."""
+    """The state walk that also writes the outputs (no h round trip; by default only ungated calls
+    without grad take it, here forced on for gated calls with and without grad): without grad equal
+    to the two-kernel forward; with grad, outputs and every gradient vs the oracle. Varlen with uneven
+    lengths, grouped value heads, K up to two 64-row state tiles, both widths of the value slab."""
     from flactl.ops.common import delta_chunk, delta_h
     lens = [1, 65, 70]
     cu = uneven_cu_seqlens(lens)
@@ -177,14 +177,32 @@ def test_output_fused_into_walk(K, V, BV, monkeypatch, nan_poison):
     monkeypatch.setitem(delta_h.FWD_H_LAUNCH, "BV", BV)
     monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "inference", False)
     ref_o, ref_ht = chunk_gated_delta_rule(**plain, output_final_state=True, cu_seqlens=cu)
-    monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "inference", True)
-    monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, "train", True)
+    for mode in ("inference", "train", "gated"):
+        monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, mode, True)
 
     def no_separate_output_kernel(*a, **kw):
-        raise AssertionError("the separate output kernel ran: no-grad calls must take the fused walk")
-    with monkeypatch.context() as m, torch.no_grad():  # inputs require grad; grad mode is what counts
+        raise AssertionError("the separate output kernel ran: the fused walk was expected")
+    with monkeypatch.context() as m:
         m.setattr(delta_chunk, "fwd_o", no_separate_output_kernel)
-        o, ht = chunk_gated_delta_rule(**x, output_final_state=True, cu_seqlens=cu)
-    assert_close("o (fused, inference)", ref_o.float(), o.float(), tol(1e-5, 1e-2))
-    assert_close("final_state (fused, inference)", ref_ht, ht, tol(1e-5, 1e-2))
-    _compare(chunk_gated_delta_rule, x, cu_seqlens=cu)
+        o, ht = chunk_gated_delta_rule(**plain, output_final_state=True, cu_seqlens=cu)
+        assert_close("o (fused, no grad)", ref_o.float(), o.float(), tol(1e-5, 1e-2))
+        assert_close("final_state (fused, no grad)", ref_ht, ht, tol(1e-5, 1e-2))
+        _compare(chunk_gated_delta_rule, x, cu_seqlens=cu)
+
+
+def test_no_grad_call_takes_the_fused_walk(monkeypatch):
+    """Default route: an ungated call under torch.no_grad() whose inputs require grad (a model in eval
+    or generate) takes the fused walk; ctx.needs_input_grad ignores grad mode, so only the caller can
+    tell (delta_chunk_apply)."""
+    from flactl.ops.common import delta_chunk
+    from flactl.ops.delta_rule import chunk_delta_rule
+    x = _inputs(1, 70, 1, 1, 32, 16)
+    del x["g"]
+    o_grad, _ = chunk_delta_rule(**x)
+
+    def no_separate_output_kernel(*a, **kw):
+        raise AssertionError("the separate output kernel ran under no_grad")
+    monkeypatch.setattr(delta_chunk, "fwd_o", no_separate_output_kernel)
+    with torch.no_grad():
+        o, _ = chunk_delta_rule(**x)
+    assert_close("o (no grad, fused) vs o (grad, two kernels)", o_grad.detach().float(), o.float(), tol(1e-5, 1e-2))

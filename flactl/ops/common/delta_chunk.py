@@ -35,11 +35,12 @@ def _meta(q, cu_seqlens):
 
 
 # Outputs computed inside the state walk (True) or by a separate chunk-parallel kernel reading the
-# stored states (False). H100, K = V = 128 (scripts/gpu_delta_tune.py): without a backward the fused
-# walk skips writing h and v_new and costs 0.160 ms against 0.146 + 0.149 for walk + outputs at 4x4096
-# (equal at 1x16384); when the backward needs h and v_new the fused walk gains too little (or loses at
-# few programs), so training keeps the two kernels.
-FUSED_OUTPUT = {"train": False, "inference": True}
+# stored states (False). H100, K = V = 128 (scripts/gpu_delta_tune.py): ungated and without a backward,
+# the fused walk skips writing h and v_new and costs 0.160 ms against 0.146 + 0.149 for walk + outputs at
+# 4x4096 (equal at 1x16384). Gated it loses (0.292 vs 0.305 at 4x4096, 0.739 vs 0.488 at 1x16384: the
+# decayed Q K^T tile on the walk's critical path), and with a backward (h and v_new written anyway) it
+# gains too little or loses, so those keep the two kernels (the kernel supports all three; tests force them).
+FUSED_OUTPUT = {"train": False, "inference": True, "gated": False}
 
 
 def delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens, p=None, need_saved=True):
@@ -48,7 +49,8 @@ def delta_chunk_fwd(q, k, v, beta, g, scale, h0, output_final_state, cu_seqlens,
     N, NT, ci, co = _meta(q, cu_seqlens)
     gc = chunk_local_cumsum(g, BT, cu_seqlens=cu_seqlens) if g is not None else None
     A, w, u = wy_fwd(k, v, beta, gc, cu_seqlens, ci, NT, p=p, graw=g if p is not None else None)
-    if FUSED_OUTPUT["train" if need_saved else "inference"] and fused_output_fits(k.shape[-1]):
+    fused = FUSED_OUTPUT["train" if need_saved else "inference"] and (g is None or FUSED_OUTPUT["gated"])
+    if fused and fused_output_fits(k.shape[-1]):
         h, v_new, ht, o = fwd_h(k, w, u, gc, h0, output_final_state, cu_seqlens, co, N, NT, q=q, scale=scale,
                                 store_h=need_saved)
     else:

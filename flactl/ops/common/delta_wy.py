@@ -258,7 +258,7 @@ def delta_wy_bwd_kernel(
     k, p, v, beta, gc, graw, A, dw, du, dk_in, dk, dp, dv, dbeta, dgc, dgl, cu_seqlens, chunk_indices, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_P: tl.constexpr,
-    IS_VARLEN: tl.constexpr, VARIANT: tl.constexpr = 0,
+    IS_VARLEN: tl.constexpr,
 ):
     """dk = dk_in + WY part (per value head), dv, dbeta, dgc (WY part). With USE_P (erase key p and
     left decay gcl = gc - g): also dp, and dgl = the part of dgc that belongs to gcl (row factors)."""
@@ -286,19 +286,21 @@ def delta_wy_bwd_kernel(
     b_kk = tl.zeros([BT, BT], dtype=tl.float32)
     b_db = tl.zeros([BT], dtype=tl.float32)
     b_dgr = tl.zeros([BT], dtype=tl.float32)  # row-factor (left / gcl) part
-    if VARIANT & 4:
-        for i_k in range(tl.cdiv(K, BK)):
-            o_k = i_k * BK + tl.arange(0, BK)
-            m = m_t[:, None] & (o_k < K)[None, :]
-            pk = (o_r[:, None] * H + i_h) * K + o_k[None, :]
-            b_k1 = tl.load(k + pk, mask=m, other=0.0)
-            if USE_P:
-                b_e1 = tl.load(p + pk, mask=m, other=0.0)
-            else:
-                b_e1 = tl.load(k + pk, mask=m, other=0.0)
-            b_kk += tl.dot(b_e1, tl.trans(b_k1))
-        if VARIANT & 2:
-            tl.debug_barrier()
+    # K K^T in a loop of its own, before anything else. Accumulated inside the dw loop below (sharing
+    # the k tile with the other products), Triton 3.6 on the H100 produced a nondeterministic K K^T:
+    # dbeta / dgc differed between identical calls in ~20 % of elements, 2 % relative error against an
+    # fp32 reference instead of 0.47 % (scripts/gpu_wy_bwd_race.py; a second load of k or CTA barriers
+    # did not help, this order did). tests/ops/test_delta_determinism.py guards it on the GPU.
+    for i_k in range(tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m = m_t[:, None] & (o_k < K)[None, :]
+        pk = (o_r[:, None] * H + i_h) * K + o_k[None, :]
+        b_k = tl.load(k + pk, mask=m, other=0.0)
+        if USE_P:
+            b_e = tl.load(p + pk, mask=m, other=0.0)
+        else:
+            b_e = tl.load(k + pk, mask=m, other=0.0)
+        b_kk += tl.dot(b_e, tl.trans(b_k))
     for i_v in range(tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
         m = m_t[:, None] & (o_v < V)[None, :]
@@ -309,8 +311,6 @@ def delta_wy_bwd_kernel(
         b_dvb = tl.dot(tl.trans(b_A), b_du)
         tl.store(dv + pv, (b_dvb * b_beta[:, None]).to(dv.dtype.element_ty), mask=m)
         b_db += tl.sum(b_dvb * b_v.to(tl.float32), 1)
-    if VARIANT & 2:
-        tl.debug_barrier()
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m = m_t[:, None] & (o_k < K)[None, :]
@@ -326,15 +326,6 @@ def delta_wy_bwd_kernel(
         b_x = tl.sum(b_dkb * b_e.to(tl.float32), 1) * b_eg
         b_db += b_x
         b_dgr += b_x * b_beta
-        if VARIANT & 4:
-            pass
-        elif VARIANT & 1:
-            b_k2 = tl.load(k + pk, mask=m, other=0.0)
-            b_kk += tl.dot(b_e, tl.trans(b_k2))
-        else:
-            b_kk += tl.dot(b_e, tl.trans(b_k))
-    if VARIANT & 2:
-        tl.debug_barrier()
     # dL = -A^T dA A^T on the strict lower triangle
     # (bf16 tensor-core products with fp32 accumulation: exact-fp32 64x64 products here cost ~10x)
     b_dL = -tl.dot(tl.trans(b_A), tl.dot(b_dA.to(dt), tl.trans(b_A)).to(dt))
