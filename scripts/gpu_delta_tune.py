@@ -75,7 +75,7 @@ def inputs(shape, gated):
     return x
 
 
-def sweep_fwd(shape, gated, quick):
+def sweep_fwd(shape, gated, quick, only_wy=False):
     """WY (warps, stages), the walk alone / with outputs (+h) / with outputs (no h), the output kernel."""
     B, T, H, K, V = shape
     x = inputs(shape, gated)
@@ -88,11 +88,16 @@ def sweep_fwd(shape, gated, quick):
     o0 = delta_o.fwd_o(q, k, vn0, h0_, gc, sc, None, None, NT)
     tag = list(shape)
     warps = [4, 8] if not quick else [4]
-    for nw, ns in itertools.product(warps, [1, 3] if not quick else [3]):
-        cfg = dict(num_warps=nw, num_stages=ns)
+    wy_cfgs = [dict(split=False, num_warps=4, num_stages=3)]  # the fused kernel at its best setting
+    wy_cfgs += [dict(split=True, solve_warps=sw, diag_rec=rec, num_warps=nw, num_stages=ns)
+                for sw, rec, nw, ns in itertools.product([2, 4, 8], [False, True], [4], [2, 3])]
+    for cfg in wy_cfgs:
         run = lambda cfg=cfg: with_cfg(delta_wy.WY_FWD_LAUNCH, cfg,  # noqa: E731
                                        lambda: delta_wy.wy_fwd(k, v, beta, gc, None, None, NT))
-        timed("wy_fwd", tag, gated, cfg, run, lambda run=run: max(rel(w0, run()[1]), rel(u0, run()[2])))
+        timed("wy_fwd", tag, gated, cfg, run, lambda run=run: max(rel(w0, run()[1]), rel(u0, run()[2]),
+                                                                  rel(A0, run()[0])))
+    if only_wy:
+        return
     for nw, ns, bv in itertools.product(warps, [2, 3] if not quick else [3], [32, 64]):
         cfg = dict(num_warps=nw, num_stages=ns, BV=bv)
         run = lambda cfg=cfg: with_cfg(delta_h.FWD_H_LAUNCH, cfg,  # noqa: E731
@@ -219,8 +224,8 @@ def main():
         x = [int(t) for t in s.split(",")]
         shapes.append(tuple(x) if len(x) == 5 else (*x, x[3]))
     for shape, gated in itertools.product(shapes, [bool(int(x)) for x in a.gated.split(",")]):
-        if "fwd" in a.parts:
-            sweep_fwd(shape, gated, a.quick)
+        if "fwd" in a.parts or "wy" in a.parts:
+            sweep_fwd(shape, gated, a.quick, only_wy="fwd" not in a.parts)
         if "bwd" in a.parts:
             sweep_bwd(shape, gated, a.quick)
         if "det" in a.parts:

@@ -254,6 +254,20 @@ def delta_wy_fwd_kernel(
                  BT, BK, BV, USE_G, USE_P, IS_VARLEN)
 
 @triton.jit
+def delta_wy_wu_kernel(
+    k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
+    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_P: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    """Second half of the split forward (after delta_wy_solve_kernel): w, u from the stored A (k is
+    the erase key p for Comba)."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    _wu_body(i_t, i_bh, k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H, HV, K, V,
+             BT, BK, BV, USE_G, USE_P, IS_VARLEN)
+
+
+@triton.jit
 def delta_wy_bwd_kernel(
     k, p, v, beta, gc, graw, A, dw, du, dk_in, dk, dp, dv, dbeta, dgc, dgl, cu_seqlens, chunk_indices, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -374,28 +388,38 @@ def _bk(d: int) -> int:
     return 64
 
 
-# launch settings in one place so scripts/gpu_delta_tune.py can sweep them. Measured on the H100
-# (K = V = 128): 4 warps / 3 stages is the best of {4, 8} x {1, 3}; splitting kkt + solve and the w, u
-# products into two kernels was 12 % slower (0.328 vs 0.292 ms), so they stay fused.
-WY_FWD_LAUNCH = dict(num_warps=4, num_stages=3)
+# launch settings in one place so scripts/gpu_delta_tune.py can sweep them. split=False: kkt, solve
+# (through a global fp32 scratch, row by row) and w, u in one kernel; 4 warps / 3 stages was the best of
+# {4, 8} x {1, 3} on the H100 (0.292 ms at 4x4096x16x128). split=True: the register-resident solve
+# (delta_wy_solve, A in k's dtype) and the w, u products as two kernels.
+WY_FWD_LAUNCH = dict(split=True, num_warps=4, num_stages=3, solve_warps=4, diag_rec=False)
 
 
 def wy_fwd(k, v, beta, gc, cu_seqlens, chunk_indices, NT, p=None, graw=None):
-    """A (fp32, [B,T,HV,64]), w [B,T,HV,K], u [B,T,HV,V] for every chunk (NT chunks per batch row).
+    """A ([B,T,HV,64]: fp32, or k's dtype when split), w [B,T,HV,K], u [B,T,HV,V] for every chunk.
 
     p (erase key, [B,T,H,K]) and graw (raw log-decay, to form gcl = gc - g) are given for Comba only.
     """
     B, T, H, K = k.shape
     HV, V = v.shape[2], v.shape[3]
-    A = torch.empty(B, T, HV, BT, device=k.device, dtype=torch.float32)
+    cfg = WY_FWD_LAUNCH
+    A = torch.empty(B, T, HV, BT, device=k.device, dtype=k.dtype if cfg["split"] else torch.float32)
     w = torch.empty(B, T, HV, K, device=k.device, dtype=k.dtype)
     u = torch.empty(B, T, HV, V, device=k.device, dtype=k.dtype)
     grid = (NT, B * HV)
-    varlen = cu_seqlens is not None
     use_p = p is not None
-    delta_wy_fwd_kernel[grid](k, p, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H=H, HV=HV, K=K,
-                              V=V, BT=BT, BC=BC, BK=_bk(K), BV=_bk(V), USE_G=gc is not None, USE_P=use_p,
-                              IS_VARLEN=varlen, **WY_FWD_LAUNCH)
+    flags = dict(USE_G=gc is not None, USE_P=use_p, IS_VARLEN=cu_seqlens is not None)
+    if cfg["split"]:
+        delta_wy_solve_kernel[grid](k, p, beta, gc, graw, A, cu_seqlens, chunk_indices, T, H=H, HV=HV, K=K, BT=BT,
+                                    BC=BC, BK=_bk(K), DIAG_REC=cfg["diag_rec"], **flags,
+                                    num_warps=cfg["solve_warps"])
+        delta_wy_wu_kernel[grid](p if use_p else k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
+                                 H=H, HV=HV, K=K, V=V, BT=BT, BK=_bk(K), BV=_bk(V), **flags,
+                                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    else:
+        delta_wy_fwd_kernel[grid](k, p, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H=H, HV=HV,
+                                  K=K, V=V, BT=BT, BC=BC, BK=_bk(K), BV=_bk(V), **flags,
+                                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return A, w, u
 
 
@@ -422,3 +446,7 @@ def wy_bwd(k, v, beta, gc, A, dw, du, dk_in, cu_seqlens, chunk_indices, NT, p=No
     if use_p:
         return dk, dv, dbeta, dgc, dp, dgl
     return dk, dv, dbeta, dgc
+
+
+# the register-resident solve imports this module's helpers, so it is imported after them
+from .delta_wy_solve import delta_wy_solve_kernel  # noqa: E402
