@@ -89,8 +89,8 @@ def sweep_fwd(shape, gated, quick, only_wy=False):
     tag = list(shape)
     warps = [4, 8] if not quick else [4]
     wy_cfgs = [dict(split=False, num_warps=4, num_stages=3)]  # the fused kernel at its best setting
-    wy_cfgs += [dict(split=True, solve_warps=sw, diag_rec=rec, num_warps=nw, num_stages=ns)
-                for sw, rec, nw, ns in itertools.product([2, 4, 8], [False, True], [4], [2, 3])]
+    wy_cfgs += [dict(split=True, solve_warps=sw, diag_rec=False, num_warps=nw, num_stages=ns)
+                for sw, nw, ns in itertools.product([1, 2, 4], [4, 8], [3])]
     for cfg in wy_cfgs:
         run = lambda cfg=cfg: with_cfg(delta_wy.WY_FWD_LAUNCH, cfg,  # noqa: E731
                                        lambda: delta_wy.wy_fwd(k, v, beta, gc, None, None, NT))

@@ -171,6 +171,9 @@ M340 = {
                                              expand_v=2, hidden_ratio=4, vocab_size=32000, fuse_cross_entropy=True)),
     "transformer": ("Transformer", dict(hidden_size=1024, num_hidden_layers=24, num_heads=16, hidden_ratio=4,
                                         vocab_size=32000, fuse_cross_entropy=True)),
+    # fla can train DeltaNet on the H100 with Triton 3.6 (its gated backward refuses): the side-by-side row
+    "delta_net": ("DeltaNet", dict(hidden_size=1024, num_hidden_layers=24, num_heads=8, hidden_ratio=4,
+                                   vocab_size=32000, fuse_cross_entropy=True)),
 }
 # --tiny replaces M340's entries with these (head shapes as in tests/models/test_models.py).
 TINY_COMMON = dict(hidden_size=64, num_hidden_layers=2, vocab_size=256, hidden_ratio=4, fuse_cross_entropy=True)
@@ -178,6 +181,7 @@ M_TINY = {
     "gla": ("GLA", dict(TINY_COMMON, num_heads=2, expand_k=0.5, expand_v=1, attn_mode="chunk")),
     "gated_deltanet": ("GatedDeltaNet", dict(TINY_COMMON, num_heads=2, head_dim=16, expand_v=2)),
     "transformer": ("Transformer", dict(TINY_COMMON, num_heads=4)),
+    "delta_net": ("DeltaNet", dict(TINY_COMMON, num_heads=2)),
 }
 
 

@@ -392,7 +392,7 @@ def _bk(d: int) -> int:
 # (through a global fp32 scratch, row by row) and w, u in one kernel; 4 warps / 3 stages was the best of
 # {4, 8} x {1, 3} on the H100 (0.292 ms at 4x4096x16x128). split=True: the register-resident solve
 # (delta_wy_solve, A in k's dtype) and the w, u products as two kernels.
-WY_FWD_LAUNCH = dict(split=True, num_warps=4, num_stages=3, solve_warps=4, diag_rec=False)
+WY_FWD_LAUNCH = dict(split=True, num_warps=4, num_stages=3, solve_warps=2, diag_rec=False)
 
 
 def wy_fwd(k, v, beta, gc, cu_seqlens, chunk_indices, NT, p=None, graw=None):
