@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD python scripts/gpu_delta_tune.py [--shapes 4,4096,16,128;1,16384,16,128] [--quick]
 
-For each shape (B,T,H,K[,V]) and gating: the WY kernel (warps, stages), the state walk (warps, stages, BV;
+For each shape (B,T,H,K[,V]) and gating: the WY kernels (solve warps; w,u warps, stages), the state walk (warps, stages, BV;
 alone, with the outputs fused in and h kept for the backward, and fused without h), the output kernel, and
 the backward kernels (state pass, dq/dk/dw, WY backward). Each candidate's results are compared with the default settings' (rel.
 error) before its time counts. Then the whole forward (delta_chunk_fwd) with the default path and with the
@@ -88,9 +88,8 @@ def sweep_fwd(shape, gated, quick, only_wy=False):
     o0 = delta_o.fwd_o(q, k, vn0, h0_, gc, sc, None, None, NT)
     tag = list(shape)
     warps = [4, 8] if not quick else [4]
-    wy_cfgs = [dict(split=False, num_warps=4, num_stages=3)]  # the fused kernel at its best setting
-    wy_cfgs += [dict(split=True, solve_warps=sw, diag_rec=False, num_warps=nw, num_stages=ns)
-                for sw, nw, ns in itertools.product([1, 2, 4], [4, 8], [3])]
+    wy_cfgs = [dict(solve_warps=sw, num_warps=nw, num_stages=ns)
+               for sw, nw, ns in itertools.product([1, 2, 4], [4, 8], [2, 3] if not quick else [3])]
     for cfg in wy_cfgs:
         run = lambda cfg=cfg: with_cfg(delta_wy.WY_FWD_LAUNCH, cfg,  # noqa: E731
                                        lambda: delta_wy.wy_fwd(k, v, beta, gc, None, None, NT))

@@ -8,17 +8,16 @@ Gamma_ij = exp(gc_i - gc_j) (i >= j, always <= 1), the delta rule's corrected va
 so with A = (I + L)^{-1} (the "UT transform"):  U' = u - w S0,  u = A diag(beta) V,
 w = A diag(beta * exp(gc)) K.
 
-A is computed in float32 by block forward substitution: the four 16x16 diagonal blocks are
-inverted row by row (each row of L is re-read from memory, so no register shuffles are needed),
-then the off-diagonal blocks are assembled with exact-fp32 16x16 products. This is the same
-arithmetic as Gaussian forward substitution (backward stable for triangular systems); it never
-forms powers of L (the Neumann/doubling product blows up when |L| entries are ~1, e.g. beta ~ 1
-with correlated keys).
+A = (I + L)^{-1} is computed in float32 by block forward substitution with every 16x16 block in registers
+(delta_wy_solve: the diagonal blocks row by row, the off-diagonal ones with exact-fp32 16x16 products), the
+arithmetic of Gaussian forward substitution (backward stable for triangular systems); it never forms
+powers of L (the Neumann/doubling product blows up when |L| entries are ~1, e.g. beta ~ 1 with correlated
+keys). A is stored once, in k's dtype: the w, u products and the backward multiply with it in that dtype.
 
 Kernels (chunk-parallel, grid (chunks, B*HV)):
-  delta_wy_fwd_kernel  _kkt_body (L, fp32 strict lower, into A's buffer) -> _solve_body (A = (I + L)^{-1}
-                       in place) -> _wu_body (w, u), fused in one program
-  delta_wy_bwd_kernel  dk, dv, dbeta, dgc given dw, du (+ dk from the output part)
+  delta_wy_solve_kernel  L and A (delta_wy_solve.py), one warp per program
+  delta_wy_wu_kernel     w, u from A
+  delta_wy_bwd_kernel    dk, dv, dbeta, dgc given dw, du (+ dk from the output part)
 
 Backward of the WY part (dA = du (beta V)^T + dw (beta e^gc K)^T, dL = -A^T dA A^T):
   dv     = beta * (A^T du)
@@ -52,142 +51,9 @@ def _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN: tl.constexp
 
 
 @triton.jit
-def _kkt_body(
-    i_t, i_bh,
-    k, p, beta, gc, graw, A, cu_seqlens, chunk_indices, T,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-    USE_G: tl.constexpr, USE_P: tl.constexpr, IS_VARLEN: tl.constexpr,
-):
-    """L = tril(diag(beta) (P K^T) * exp(gcl_i - gc_j), -1); P = K and gcl = gc unless USE_P (Comba:
-    erase key p, and the erase reads the state before token i's decay, so gcl = gc - g)."""
-    i_b, i_hv = i_bh // HV, i_bh % HV
-    i_h = i_hv // (HV // H)
-    bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
-    o_t = i_c * BT + tl.arange(0, BT)
-    m_t = o_t < Tl
-    o_r = (bos + o_t).to(tl.int64)
-    b_kk = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_k in range(tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)
-        m_k = o_k < K
-        b_k = tl.load(k + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
-        if USE_P:
-            b_p = tl.load(p + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0)
-            b_kk += tl.dot(b_p, tl.trans(b_k))
-        else:
-            b_kk += tl.dot(b_k, tl.trans(b_k))
-    b_beta = tl.load(beta + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-    b_L = b_kk * b_beta[:, None]
-    m_L = (o_t[:, None] > o_t[None, :]) & m_t[:, None]
-    if USE_G:
-        b_g = tl.load(gc + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-        b_gl = b_g
-        if USE_P:
-            b_gl = b_g - tl.load(graw + o_r * HV + i_hv, mask=m_t, other=0.0).to(tl.float32)
-        b_L = b_L * tl.exp(tl.where(m_L, b_gl[:, None] - b_g[None, :], 0.0))
-    b_L = tl.where(m_L, b_L, 0.0)
-    o_j = tl.arange(0, BT)
-    tl.store(A + (o_r[:, None] * HV + i_hv) * BT + o_j[None, :], b_L, mask=m_t[:, None])
-
-
-@triton.jit
-def _diag_row(A, o_r, o_i, i_hv, HV: tl.constexpr, BT: tl.constexpr, r0, i, o_t0, Tl):
-    """-L[r0 + i, r0 : r0 + 16] (zero past the sequence end)."""
-    m_i = (o_i * 0 + o_t0 + r0 + i) < Tl  # vector mask (the interpreter rejects scalar masks)
-    return -tl.load(A + ((o_r + r0 + i) * HV + i_hv) * BT + r0 + o_i, mask=m_i, other=0.0)
-
-
-@triton.jit
-def _inv_diag_blocks(A, o_r, i_hv, HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, Tl, o_t0):
-    """(I + L_dd)^{-1} of the four 16x16 diagonal blocks, by forward substitution row by row:
-    X_i = -L_i - sum_{j<i} L_ij X_j (rows of L re-read from memory, no register shuffles). The four
-    blocks are independent and advance together, so four loads/reductions are in flight per step."""
-    o_i = tl.arange(0, BC)
-    eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
-    X1 = -_load_blk(A, o_r, i_hv, HV, BT, BC, 0, 0, o_t0, Tl)
-    X2 = -_load_blk(A, o_r, i_hv, HV, BT, BC, BC, BC, o_t0, Tl)
-    X3 = -_load_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 2 * BC, o_t0, Tl)
-    X4 = -_load_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 3 * BC, o_t0, Tl)
-    for i in range(2, BC):
-        l1 = _diag_row(A, o_r, o_i, i_hv, HV, BT, 0, i, o_t0, Tl)
-        l2 = _diag_row(A, o_r, o_i, i_hv, HV, BT, BC, i, o_t0, Tl)
-        l3 = _diag_row(A, o_r, o_i, i_hv, HV, BT, 2 * BC, i, o_t0, Tl)
-        l4 = _diag_row(A, o_r, o_i, i_hv, HV, BT, 3 * BC, i, o_t0, Tl)
-        l1 = l1 + tl.sum(l1[:, None] * X1, 0)
-        l2 = l2 + tl.sum(l2[:, None] * X2, 0)
-        l3 = l3 + tl.sum(l3[:, None] * X3, 0)
-        l4 = l4 + tl.sum(l4[:, None] * X4, 0)
-        sel = o_i[:, None] == i
-        X1 = tl.where(sel, l1[None, :], X1)
-        X2 = tl.where(sel, l2[None, :], X2)
-        X3 = tl.where(sel, l3[None, :], X3)
-        X4 = tl.where(sel, l4[None, :], X4)
-    return X1 + eye, X2 + eye, X3 + eye, X4 + eye
-
-
-@triton.jit
-def _load_blk(A, o_r, i_hv, HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, r0, c0, o_t0, Tl):
-    o_i = tl.arange(0, BC)
-    m_r = (o_t0 + r0 + o_i) < Tl
-    return tl.load(A + ((o_r + r0 + o_i)[:, None] * HV + i_hv) * BT + c0 + o_i[None, :], mask=m_r[:, None], other=0.0)
-
-
-@triton.jit
-def _store_blk(A, o_r, i_hv, HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, r0, c0, o_t0, Tl, b_x):
-    o_i = tl.arange(0, BC)
-    m_r = (o_t0 + r0 + o_i) < Tl
-    tl.store(A + ((o_r + r0 + o_i)[:, None] * HV + i_hv) * BT + c0 + o_i[None, :], b_x, mask=m_r[:, None])
-
-
-@triton.jit
 def _mm(a, b):
     # exact fp32 products: the triangular solve must not run in tf32
     return tl.dot(a, b, input_precision="ieee")
-
-
-@triton.jit
-def _solve_body(
-    i_t, i_bh,
-    A, cu_seqlens, chunk_indices, T,
-    HV: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, IS_VARLEN: tl.constexpr,
-):
-    """In place: A (holding strict-lower L) <- (I + L)^{-1} for one chunk and value head."""
-    i_b, i_hv = i_bh // HV, i_bh % HV
-    bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
-    o_t0 = i_c * BT
-    o_r = bos + o_t0  # first row of the chunk (int64)
-    # all loads happen before any store (the buffer is overwritten in place)
-    X11, X22, X33, X44 = _inv_diag_blocks(A, o_r, i_hv, HV, BT, BC, Tl, o_t0)
-    L21 = _load_blk(A, o_r, i_hv, HV, BT, BC, BC, 0, o_t0, Tl)
-    L31 = _load_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 0, o_t0, Tl)
-    L32 = _load_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, BC, o_t0, Tl)
-    L41 = _load_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 0, o_t0, Tl)
-    L42 = _load_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, BC, o_t0, Tl)
-    L43 = _load_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 2 * BC, o_t0, Tl)
-    tl.debug_barrier()
-    X21 = -_mm(X22, _mm(L21, X11))
-    X32 = -_mm(X33, _mm(L32, X22))
-    X43 = -_mm(X44, _mm(L43, X33))
-    X31 = -_mm(X33, _mm(L31, X11) + _mm(L32, X21))
-    X42 = -_mm(X44, _mm(L42, X22) + _mm(L43, X32))
-    X41 = -_mm(X44, _mm(L41, X11) + _mm(L42, X21) + _mm(L43, X31))
-    Z = tl.zeros([BC, BC], dtype=tl.float32)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 0, 0, o_t0, Tl, X11)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 0, BC, o_t0, Tl, Z)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 0, 2 * BC, o_t0, Tl, Z)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 0, 3 * BC, o_t0, Tl, Z)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, BC, 0, o_t0, Tl, X21)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, BC, BC, o_t0, Tl, X22)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, BC, 2 * BC, o_t0, Tl, Z)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, BC, 3 * BC, o_t0, Tl, Z)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 0, o_t0, Tl, X31)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, BC, o_t0, Tl, X32)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 2 * BC, o_t0, Tl, X33)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 2 * BC, 3 * BC, o_t0, Tl, Z)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 0, o_t0, Tl, X41)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, BC, o_t0, Tl, X42)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 2 * BC, o_t0, Tl, X43)
-    _store_blk(A, o_r, i_hv, HV, BT, BC, 3 * BC, 3 * BC, o_t0, Tl, X44)
 
 
 @triton.jit
@@ -231,37 +97,13 @@ def _wu_body(
 
 
 @triton.jit
-def delta_wy_fwd_kernel(
-    k, p, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_G: tl.constexpr, USE_P: tl.constexpr, IS_VARLEN: tl.constexpr,
-):
-    """kkt -> solve -> w, u in one program per (chunk, value head). A round-trips through global
-    memory (L1/L2-resident) between the steps: the solve re-reads rows of L, and the w/u products
-    need A as one [64, 64] tile; the barriers order those accesses within the CTA."""
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    _kkt_body(i_t, i_bh, k, p, beta, gc, graw, A, cu_seqlens, chunk_indices, T, H, HV, K, BT, BK, USE_G, USE_P,
-              IS_VARLEN)
-    tl.debug_barrier()
-    _solve_body(i_t, i_bh, A, cu_seqlens, chunk_indices, T, HV, BT, BC, IS_VARLEN)
-    tl.debug_barrier()
-    if USE_P:  # w is built from the erase key
-        _wu_body(i_t, i_bh, p, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H, HV, K, V,
-                 BT, BK, BV, USE_G, USE_P, IS_VARLEN)
-    else:
-        _wu_body(i_t, i_bh, k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H, HV, K, V,
-                 BT, BK, BV, USE_G, USE_P, IS_VARLEN)
-
-@triton.jit
 def delta_wy_wu_kernel(
     k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_P: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
-    """Second half of the split forward (after delta_wy_solve_kernel): w, u from the stored A (k is
-    the erase key p for Comba)."""
+    """w, u from the stored A (after delta_wy_solve_kernel; k is the erase key p for Comba)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     _wu_body(i_t, i_bh, k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H, HV, K, V,
              BT, BK, BV, USE_G, USE_P, IS_VARLEN)
@@ -388,38 +230,33 @@ def _bk(d: int) -> int:
     return 64
 
 
-# launch settings in one place so scripts/gpu_delta_tune.py can sweep them. split=False: kkt, solve
-# (through a global fp32 scratch, row by row) and w, u in one kernel; 4 warps / 3 stages was the best of
-# {4, 8} x {1, 3} on the H100 (0.292 ms at 4x4096x16x128). split=True: the register-resident solve
-# (delta_wy_solve, A in k's dtype) and the w, u products as two kernels.
-WY_FWD_LAUNCH = dict(split=True, num_warps=4, num_stages=3, solve_warps=2, diag_rec=False)
+# launch settings in one place so scripts/gpu_delta_tune.py can sweep them. H100, bf16, 4x4096x16x128 /
+# 1x16384 / 4x4096x32x64: the solve on one warp (0.238 / 0.356 ms for solve + w,u at the last two shapes;
+# two warps 0.260 / 0.415, four 0.346 / 0.892); the kkt, solve and w, u fused into one program (the
+# previous kernel, solve through a global fp32 scratch) took 0.296 / 0.299 / 0.531.
+WY_FWD_LAUNCH = dict(solve_warps=1, num_warps=4, num_stages=3)
 
 
 def wy_fwd(k, v, beta, gc, cu_seqlens, chunk_indices, NT, p=None, graw=None):
-    """A ([B,T,HV,64]: fp32, or k's dtype when split), w [B,T,HV,K], u [B,T,HV,V] for every chunk.
+    """A [B,T,HV,64] (k's dtype), w [B,T,HV,K], u [B,T,HV,V] for every chunk (NT chunks per batch row):
+    delta_wy_solve_kernel (L and A = (I + L)^{-1} in registers), then delta_wy_wu_kernel.
 
     p (erase key, [B,T,H,K]) and graw (raw log-decay, to form gcl = gc - g) are given for Comba only.
     """
     B, T, H, K = k.shape
     HV, V = v.shape[2], v.shape[3]
     cfg = WY_FWD_LAUNCH
-    A = torch.empty(B, T, HV, BT, device=k.device, dtype=k.dtype if cfg["split"] else torch.float32)
+    A = torch.empty(B, T, HV, BT, device=k.device, dtype=k.dtype)
     w = torch.empty(B, T, HV, K, device=k.device, dtype=k.dtype)
     u = torch.empty(B, T, HV, V, device=k.device, dtype=k.dtype)
     grid = (NT, B * HV)
     use_p = p is not None
     flags = dict(USE_G=gc is not None, USE_P=use_p, IS_VARLEN=cu_seqlens is not None)
-    if cfg["split"]:
-        delta_wy_solve_kernel[grid](k, p, beta, gc, graw, A, cu_seqlens, chunk_indices, T, H=H, HV=HV, K=K, BT=BT,
-                                    BC=BC, BK=_bk(K), DIAG_REC=cfg["diag_rec"], **flags,
-                                    num_warps=cfg["solve_warps"])
-        delta_wy_wu_kernel[grid](p if use_p else k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
-                                 H=H, HV=HV, K=K, V=V, BT=BT, BK=_bk(K), BV=_bk(V), **flags,
-                                 num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    else:
-        delta_wy_fwd_kernel[grid](k, p, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H=H, HV=HV,
-                                  K=K, V=V, BT=BT, BC=BC, BK=_bk(K), BV=_bk(V), **flags,
-                                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    delta_wy_solve_kernel[grid](k, p, beta, gc, graw, A, cu_seqlens, chunk_indices, T, H=H, HV=HV, K=K, BT=BT,
+                                BC=BC, BK=_bk(K), **flags, num_warps=cfg["solve_warps"])
+    delta_wy_wu_kernel[grid](p if use_p else k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
+                             H=H, HV=HV, K=K, V=V, BT=BT, BK=_bk(K), BV=_bk(V), **flags,
+                             num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
     return A, w, u
 
 

@@ -1,21 +1,21 @@
 """UT transform of one chunk with every 16x16 block in registers: L, then A = (I + L)^{-1}, stored once.
 
-The first half of the split WY forward (delta_wy.wy_fwd; the w, u products are delta_wy's _wu_body in a
-second kernel). Notation as in delta_wy: for a chunk of 64 tokens, four row blocks of 16,
+The first of the two WY forward kernels (delta_wy.wy_fwd; the w, u products are delta_wy_wu_kernel). Notation as in delta_wy: for a chunk of 64 tokens, four row blocks of 16,
 
   1. the ten lower blocks L_ij (i >= j) = diag(beta_i) (P_i K_j^T) * exp(gcl_i - gc_j), one tl.dot each per
      64-wide K slice (strict lower on the diagonal blocks, rows past the sequence end zero);
-  2. the four diagonal inverses X_dd = (I + L_dd)^{-1}, advancing together: by forward substitution row by
-     row (row i of L taken out of the register tile with a masked reduction), or with DIAG_REC by
-     recursive 2x2 block substitution (1 -> 2 -> 4 -> 8 -> 16) with exact-fp32 16x16 products;
+  2. the four diagonal inverses X_dd = (I + L_dd)^{-1}, advancing together, by forward substitution row by
+     row (row i of L taken out of the register tile with a masked reduction; a recursive 2x2 block
+     substitution 1 -> 2 -> 4 -> 8 -> 16 measured 7 % slower on the H100);
   3. the off-diagonal blocks by block forward substitution in exact fp32: X21 = -X22 (L21 X11),
      X43 = -X44 (L43 X33), then the lower-left 32x32 block -X_bot (L_c X_top) as 16x16 products;
   4. A stored once in k's dtype, zeros above the diagonal (the w, u kernel and the backward read A in
      k's dtype, so nothing they use is lost).
 
-Why a kernel of its own: fused with the w, u products (delta_wy_fwd_kernel) the program needs ~250
-registers per thread and 2 CTAs fit an SM; the solve alone and the w, u products alone each need far
-fewer, so both run at higher occupancy. Numerics: forward substitution throughout (backward stable for
+Why a kernel of its own, on one warp: fused with the w, u products (the previous kernel; also a version
+with the blocks in registers, session 4) a program needed ~250 registers per thread and 2 CTAs fit an
+SM; alone, the solve is a chain of small dependent steps that one warp runs as fast as four, so many
+more chunks are in flight per SM (H100: 0.238 ms for solve + w,u at 1x16384x16x128 vs 0.299 fused). Numerics: forward substitution throughout (backward stable for
 triangular systems); nothing forms powers of L.
 """
 from __future__ import annotations
@@ -89,37 +89,10 @@ def _inv_subst(L1, L2, L3, L4, BC: tl.constexpr):
 
 
 @triton.jit
-def _rec_level(X, L, S: tl.constexpr, BC: tl.constexpr):
-    """One level of recursive block substitution: X holds the inverses of the diagonal SxS blocks;
-    returns those of the 2Sx2S blocks, [[Xa, 0], [-Xb E Xa, Xb]] with E = L's lower-left SxS part."""
-    o_i = tl.arange(0, BC)
-    m = ((o_i[:, None] // (2 * S)) == (o_i[None, :] // (2 * S))) & ((o_i[:, None] // S) != (o_i[None, :] // S))
-    return X - _mm(X, _mm(tl.where(m, L, 0.0), X))
-
-
-@triton.jit
-def _inv_rec(L1, L2, L3, L4, BC: tl.constexpr):
-    """(I + L_d)^{-1} of four strict-lower 16x16 blocks by recursive 2x2 block substitution."""
-    o_i = tl.arange(0, BC)
-    eye = (o_i[:, None] == o_i[None, :]).to(tl.float32)
-    m2 = (o_i[:, None] // 2) == (o_i[None, :] // 2)  # the 2x2 level needs no product
-    X1 = eye - tl.where(m2, L1, 0.0)
-    X2 = eye - tl.where(m2, L2, 0.0)
-    X3 = eye - tl.where(m2, L3, 0.0)
-    X4 = eye - tl.where(m2, L4, 0.0)
-    for lvl in tl.static_range(1, 4):
-        X1 = _rec_level(X1, L1, 1 << lvl, BC)
-        X2 = _rec_level(X2, L2, 1 << lvl, BC)
-        X3 = _rec_level(X3, L3, 1 << lvl, BC)
-        X4 = _rec_level(X4, L4, 1 << lvl, BC)
-    return X1, X2, X3, X4
-
-
-@triton.jit
 def delta_wy_solve_kernel(
     k, p, beta, gc, graw, A, cu_seqlens, chunk_indices, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    USE_G: tl.constexpr, USE_P: tl.constexpr, IS_VARLEN: tl.constexpr, DIAG_REC: tl.constexpr,
+    USE_G: tl.constexpr, USE_P: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     """A = (I + L)^{-1} for one chunk and value head, every block in registers (module docstring)."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
@@ -207,10 +180,7 @@ def delta_wy_solve_kernel(
     L44 = _gate_blk(L44, b4, l4, g4, m4, True, USE_G, BC)
 
     # 2. diagonal blocks
-    if DIAG_REC:
-        X11, X22, X33, X44 = _inv_rec(L11, L22, L33, L44, BC)
-    else:
-        X11, X22, X33, X44 = _inv_subst(L11, L22, L33, L44, BC)
+    X11, X22, X33, X44 = _inv_subst(L11, L22, L33, L44, BC)
     # 3. off-diagonal blocks: 16-level pairs, then the lower-left 32x32 block -X_bot (L_c X_top)
     X21 = -_mm(X22, _mm(L21, X11))
     X43 = -_mm(X44, _mm(L43, X33))
