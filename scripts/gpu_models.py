@@ -22,7 +22,9 @@ B*(N-1)/(total - prefill), end-to-end tokens/s = B*N/total, and the peak memory 
 
 --tiny: every part on tiny configs (hidden 64, 2 layers, vocab 256) and tiny shapes, on CUDA if present
 else on CPU in float32 (flactl's ops take their torch path there) -- a smoke test of the script itself.
-FAMILIES=gla,gated_deltanet (environment): only those families, in every part.
+FAMILIES=gla,gated_deltanet (environment): only those families, in every part; IMPLS=flactl,fla likewise.
+fla autotunes every kernel on first use (minutes per family): with TRITON_CACHE_DIR inside the repo and the
+*.autotune.json files carried to the next call (fla caches results by default), a later call skips it.
 --no-fla: leave fla out of throughput / generate (a cold machine spends minutes in fla's autotuning).
 Results go to ``<out>/models_<part>.json``; a short table is printed last.
 """
@@ -211,6 +213,8 @@ def impls_for(name):
         if name == "transformer" else ("flactl", "fla")
     if NO_FLA:  # a cold machine spends minutes in fla's autotuning: measure ours + HF Llama only
         impls = tuple(i for i in impls if i != "fla")
+    if os.environ.get("IMPLS"):  # e.g. IMPLS=fla: only those (a call that finishes what an earlier began)
+        impls = tuple(i for i in impls if i in os.environ["IMPLS"].split(","))
     return impls
 
 
