@@ -110,24 +110,6 @@ def delta_wy_wu_kernel(
 
 
 @triton.jit
-def _key_tiles(k, p, i_k, o_r, m_t, i_h, H: tl.constexpr, K: tl.constexpr, BK: tl.constexpr,
-               USE_P: tl.constexpr, SECOND_LOAD: tl.constexpr):
-    """Columns [i_k*BK, (i_k+1)*BK) of the chunk's keys and erase keys: p when USE_P, else k itself
-    (loaded a second time with SECOND_LOAD, as the deterministic K K^T loop was verified)."""
-    o_k = i_k * BK + tl.arange(0, BK)
-    m = m_t[:, None] & (o_k < K)[None, :]
-    pk = (o_r[:, None] * H + i_h) * K + o_k[None, :]
-    b_k = tl.load(k + pk, mask=m, other=0.0)
-    if USE_P:
-        b_e = tl.load(p + pk, mask=m, other=0.0)
-    elif SECOND_LOAD:
-        b_e = tl.load(k + pk, mask=m, other=0.0)
-    else:
-        b_e = b_k
-    return b_k, b_e
-
-
-@triton.jit
 def delta_wy_bwd_kernel(
     k, p, v, beta, gc, graw, A, dw, du, dk_in, dk, dp, dv, dbeta, dgc, dgl, cu_seqlens, chunk_indices, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -163,10 +145,17 @@ def delta_wy_bwd_kernel(
     # K K^T in a loop of its own, before anything else. Accumulated inside the dw loop below (sharing
     # the k tile with the other products), Triton 3.6 on the H100 produced a nondeterministic K K^T:
     # dbeta / dgc differed between identical calls in ~20 % of elements, 2 % relative error against an
-    # fp32 reference instead of 0.47 % (session 5 GPU probe, docs/perf/delta.md run 5; a second load of
-    # k or CTA barriers did not help, this order did). tests/ops/test_determinism.py guards it.
+    # fp32 reference instead of 0.47 % (session 5 GPU probe, docs/perf/delta.md run 5; a second load of k or CTA barriers
+    # did not help, this order did). tests/ops/test_delta_determinism.py guards it on the GPU.
     for i_k in range(tl.cdiv(K, BK)):
-        b_k, b_e = _key_tiles(k, p, i_k, o_r, m_t, i_h, H, K, BK, USE_P, True)
+        o_k = i_k * BK + tl.arange(0, BK)
+        m = m_t[:, None] & (o_k < K)[None, :]
+        pk = (o_r[:, None] * H + i_h) * K + o_k[None, :]
+        b_k = tl.load(k + pk, mask=m, other=0.0)
+        if USE_P:
+            b_e = tl.load(p + pk, mask=m, other=0.0)
+        else:
+            b_e = tl.load(k + pk, mask=m, other=0.0)
         b_kk += tl.dot(b_e, tl.trans(b_k))
     for i_v in range(tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
@@ -181,7 +170,12 @@ def delta_wy_bwd_kernel(
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m = m_t[:, None] & (o_k < K)[None, :]
-        b_k, b_e = _key_tiles(k, p, i_k, o_r, m_t, i_h, H, K, BK, USE_P, False)
+        pk = (o_r[:, None] * H + i_h) * K + o_k[None, :]
+        b_k = tl.load(k + pk, mask=m, other=0.0)
+        if USE_P:
+            b_e = tl.load(p + pk, mask=m, other=0.0)
+        else:
+            b_e = b_k
         b_dw = tl.load(dw + (o_r[:, None] * HV + i_hv) * K + o_k[None, :], mask=m, other=0.0).to(dt)
         b_dA += tl.dot(b_dw, tl.trans((b_e.to(tl.float32) * b_s[:, None]).to(dt)))
         b_dkb = tl.dot(tl.trans(b_A), b_dw)
