@@ -145,8 +145,10 @@ def delta_wy_bwd_kernel(
     # K K^T in a loop of its own, before anything else. Accumulated inside the dw loop below (sharing
     # the k tile with the other products), Triton 3.6 on the H100 produced a nondeterministic K K^T:
     # dbeta / dgc differed between identical calls in ~20 % of elements, 2 % relative error against an
-    # fp32 reference instead of 0.47 % (session 5 GPU probe, docs/perf/delta.md run 5; a second load of k or CTA barriers
-    # did not help, this order did). tests/ops/test_delta_determinism.py guards it on the GPU.
+    # fp32 reference instead of 0.47 % (session 5 GPU probe, docs/perf/delta.md run 5; a second load of
+    # k or CTA barriers did not help, this order did). tests/ops/test_determinism.py guards it. The loop
+    # repeats the dw loop's tile loads on purpose: this exact shape is what was verified on the GPU, and the
+    # fault is sensitive to code shape, so do not fold the two loops into a helper without a GPU re-run.
     for i_k in range(tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)
         m = m_t[:, None] & (o_k < K)[None, :]
