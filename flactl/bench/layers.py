@@ -57,7 +57,7 @@ def run_layer(target: str, cfg, hidden_size: int, sets: dict, progress: Optional
             layers[p] = f"{type(e).__name__}: {str(e).splitlines()[0][:100]}"
     for T in cfg.lengths:
         torch.manual_seed(cfg.seed)
-        x = torch.randn(cfg.batch, T, hidden_size, device=cfg.device, dtype=dtype, requires_grad=cfg.mode == "fwdbwd")
+        x = torch.randn(cfg.batch, T, hidden_size, device=cfg.device, dtype=dtype, requires_grad=cfg.mode in ("fwdbwd", "fwd_train"))
         do = torch.randn_like(x)
         for p in cfg.providers:
             if progress:
@@ -78,7 +78,7 @@ def run_layer(target: str, cfg, hidden_size: int, sets: dict, progress: Optional
                     fwd().backward(do)
             else:
                 def fn(fwd=fwd):
-                    with torch.no_grad():
+                    with torch.set_grad_enabled(cfg.mode == "fwd_train"):
                         fwd()
             try:
                 ms = time_fn(fn, cfg.device, cfg.warmup_ms, cfg.rep_ms)

@@ -84,6 +84,8 @@ def build(spec: OpSpec, provider: str, mode: str, inputs: dict, state=None) -> t
             with torch.no_grad():
                 return call()
         return run_fwd, ""
+    if mode == "fwd_train":  # grad enabled: the op keeps what its backward would need
+        return call, ""
 
     def run_dec():
         with torch.no_grad():
@@ -105,9 +107,9 @@ def _sdpa(inputs: dict, mode: str, kv_cache) -> tuple[Optional[Callable], str]:
                 return F.scaled_dot_product_attention(qt, kc, vc)
         return run_dec, ""
     # [B,T,H,D] -> [B,H,T,D] views; the transposes are part of what a layer would pay.
-    if mode == "fwd":
+    if mode in ("fwd", "fwd_train"):
         def run_fwd():
-            with torch.no_grad():
+            with torch.set_grad_enabled(mode == "fwd_train"):
                 return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
         return run_fwd, ""
     do = torch.randn_like(v).transpose(1, 2)

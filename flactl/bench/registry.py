@@ -45,7 +45,9 @@ OPS: dict[str, OpSpec] = {s.name: s for s in [
 ALIASES = {"gdn": "gated_delta_rule", "deltanet": "delta_rule", "delta_net": "delta_rule", "retnet": "retention",
            "gated_deltanet": "gated_delta_rule", "linear": "linear_attn"}
 
-MODES = ("fwd", "fwdbwd", "decode")
+# fwd: no grad (inference / prefill); fwd_train: the forward of a training step (inputs require grad, the
+# graph and what the backward needs are kept, no backward); fwdbwd: forward + backward; decode: one token
+MODES = ("fwd", "fwd_train", "fwdbwd", "decode")
 
 
 def get_op(name: str) -> Optional[OpSpec]:
@@ -105,7 +107,7 @@ def op_bytes(inputs: dict, mode: str, B: int, H: int, K: int, V: int, elt: int, 
         return float(io + (2 * B * ctx * H * (K + V) * elt if attention else 2 * B * H * K * V * 4))
     n_in = sum(t.numel() * t.element_size() for t in inputs.values())
     out = inputs["v"].numel() * inputs["v"].element_size()
-    if mode == "fwd":
+    if mode in ("fwd", "fwd_train"):
         return float(n_in + out)
     return float(2 * n_in + 2 * out)
 

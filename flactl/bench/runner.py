@@ -107,7 +107,7 @@ def run_op(spec: OpSpec, cfg: BenchConfig, progress: Optional[Callable[[str], No
     for T in cfg.lengths:
         torch.manual_seed(cfg.seed)
         decode = cfg.mode == "decode"
-        inputs = make_inputs(spec, B, 1 if decode else T, H, K, V, dtype, cfg.device, requires_grad=cfg.mode == "fwdbwd")
+        inputs = make_inputs(spec, B, 1 if decode else T, H, K, V, dtype, cfg.device, requires_grad=cfg.mode in ("fwdbwd", "fwd_train"))
         state = torch.randn(B, H, K, V, device=cfg.device, dtype=torch.float32) * 0.1 if decode else None
         kv = None
         if decode and "sdpa" in cfg.providers:

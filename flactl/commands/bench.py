@@ -10,7 +10,7 @@ import typer
 
 def bench(
     target: Annotated[Optional[str], typer.Argument(help="An op (gla, delta_rule, gated_delta_rule, retention, simple_gla, linear_attn), layer:NAME (layer:gla, layer:gated_deltanet, ...), a model directory, or model:FAMILY.")] = None,
-    mode: Annotated[str, typer.Option(help="Ops: fwd, fwdbwd or decode (one token against a state / a kv cache of length T). Models: train, generate or all.")] = "fwd",
+    mode: Annotated[str, typer.Option(help="Ops: fwd (no grad), fwd_train (forward with grad: what a training step's forward costs), fwdbwd or decode (one token against a state / a kv cache of length T). Layers: fwd, fwd_train or fwdbwd. Models: train, generate or all.")] = "fwd",
     provider: Annotated[Optional[List[str]], typer.Option("--provider", "-p", help="Providers to run (repeatable): flactl, torch, sdpa, fla. Default: all available.")] = None,
     lengths: Annotated[str, typer.Option("--lengths", "-T", help="Comma-separated sequence lengths to sweep (decode: context lengths).")] = "1024,2048,4096,8192",
     batch: Annotated[int, typer.Option("--batch", "-B", help="Batch size.")] = 4,
@@ -169,8 +169,8 @@ def _bench_layer(target, mode, provider, lens, batch, heads, hidden_size, dtype,
     from flactl.bench.runner import BenchConfig, format_table
     from flactl.convert import build
 
-    if mode not in ("fwd", "fwdbwd"):
-        raise typer.BadParameter(f"layers take fwd or fwdbwd, got {mode!r}", param_hint="--mode")
+    if mode not in ("fwd", "fwd_train", "fwdbwd"):
+        raise typer.BadParameter(f"layers take fwd, fwd_train or fwdbwd, got {mode!r}", param_hint="--mode")
     provs = _providers(provider, PROVIDERS, dev)
     try:
         sets = build.parse_sets(set_ or [])
@@ -227,7 +227,7 @@ def _print_list(json_out: bool) -> None:
     if json_out:
         typer.echo(json.dumps({"ops": ops, "models": [f"model:{f}" for f in fams], "modes": list(registry.MODES)}, indent=2))
         return
-    typer.echo("ops (modes: fwd, fwdbwd, decode; providers: flactl, torch, sdpa, fla):")
+    typer.echo(f"ops (modes: {', '.join(registry.MODES)}; providers: flactl, torch, sdpa, fla):")
     for o in ops:
         typer.echo(f"  {o['name']:<18} {o['doc']}")
     typer.echo("models (modes: train, generate, all): a model directory, or " + ", ".join(f"model:{f}" for f in fams))

@@ -11,7 +11,7 @@ SMALL = ["-B", "1", "-H", "2", "-D", "16", "--rep-ms", "5"]
 
 
 @pytest.mark.parametrize("op, mode", [("gla", "fwd"), ("delta_rule", "fwdbwd"), ("gated_delta_rule", "decode"),
-                                      ("retention", "fwd")])
+                                      ("retention", "fwd"), ("delta_rule", "fwd_train")])
 def test_bench_op_modes(op, mode):
     r = run_cli("bench", op, "--mode", mode, "-T", "32,64", *SMALL, "--json")
     assert r.exit_code == 0, r.output
