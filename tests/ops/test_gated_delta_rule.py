@@ -163,6 +163,10 @@ def test_value_head_dim_split_rejects_inplace_and_bad_state():
         chunk_gated_delta_rule(**bad)
 
 
+def _no_separate_output_kernel(*a, **kw):
+    raise AssertionError("the separate output kernel ran: the fused walk was expected")
+
+
 @pytest.mark.parametrize("K,V,BV", [(32, 16, None), (128, 40, 32), (128, 40, 64)])
 def test_output_fused_into_walk(K, V, BV, monkeypatch, nan_poison):
     """The state walk that also writes the outputs (no h round trip; by default only ungated calls
@@ -179,11 +183,8 @@ def test_output_fused_into_walk(K, V, BV, monkeypatch, nan_poison):
     ref_o, ref_ht = chunk_gated_delta_rule(**plain, output_final_state=True, cu_seqlens=cu)
     for mode in ("inference", "train", "gated"):
         monkeypatch.setitem(delta_chunk.FUSED_OUTPUT, mode, True)
-
-    def no_separate_output_kernel(*a, **kw):
-        raise AssertionError("the separate output kernel ran: the fused walk was expected")
     with monkeypatch.context() as m:
-        m.setattr(delta_chunk, "fwd_o", no_separate_output_kernel)
+        m.setattr(delta_chunk, "fwd_o", _no_separate_output_kernel)
         o, ht = chunk_gated_delta_rule(**plain, output_final_state=True, cu_seqlens=cu)
         assert_close("o (fused, no grad)", ref_o.float(), o.float(), tol(1e-5, 1e-2))
         assert_close("final_state (fused, no grad)", ref_ht, ht, tol(1e-5, 1e-2))
@@ -199,10 +200,7 @@ def test_no_grad_call_takes_the_fused_walk(monkeypatch):
     x = _inputs(1, 70, 1, 1, 32, 16)
     del x["g"]
     o_grad, _ = chunk_delta_rule(**x)
-
-    def no_separate_output_kernel(*a, **kw):
-        raise AssertionError("the separate output kernel ran under no_grad")
-    monkeypatch.setattr(delta_chunk, "fwd_o", no_separate_output_kernel)
+    monkeypatch.setattr(delta_chunk, "fwd_o", _no_separate_output_kernel)
     with torch.no_grad():
         o, _ = chunk_delta_rule(**x)
     assert_close("o (no grad, fused) vs o (grad, two kernels)", o_grad.detach().float(), o.float(), tol(1e-5, 1e-2))

@@ -22,7 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .delta_wy import BT, _bk, _chunk_bounds
+from .chunk_bounds import _chunk_bounds
+from .delta_wy import BT, _bk
 
 
 @triton.jit

@@ -31,40 +31,20 @@ import torch
 import triton
 import triton.language as tl
 
-BT = 64  # chunk size (fixed: the solve is written for 4 blocks of 16)
-BC = 16
+from .chunk_bounds import _chunk_bounds
+from .delta_wy_solve import BC, BT, delta_wy_solve_kernel
 
 
 @triton.jit
-def _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN: tl.constexpr):
-    """(bos, seq_len, chunk index within the sequence) for program chunk i_t of batch i_b."""
-    if IS_VARLEN:
-        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int64)
-        i_c = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int64)
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        seq_len = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
-    else:
-        i_c = i_t.to(tl.int64)
-        bos = i_b.to(tl.int64) * T
-        seq_len = (i_b * 0 + T).to(tl.int64)
-    return bos, seq_len, i_c
-
-
-@triton.jit
-def _mm(a, b):
-    # exact fp32 products: the triangular solve must not run in tf32
-    return tl.dot(a, b, input_precision="ieee")
-
-
-@triton.jit
-def _wu_body(
-    i_t, i_bh,
+def delta_wy_wu_kernel(
     k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
     H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_P: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
-    """u = A diag(beta) V; w = A diag(beta exp(gcl)) K  (k is the erase key P when USE_P)."""
+    """u = A diag(beta) V; w = A diag(beta exp(gcl)) K from the A that delta_wy_solve_kernel stored (A and
+    the operands in k's dtype, fp32 accumulation; k is the erase key P when USE_P)."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_hv = i_bh // HV, i_bh % HV
     i_h = i_hv // (HV // H)
     bos, Tl, i_c = _chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, IS_VARLEN)
@@ -94,19 +74,6 @@ def _wu_body(
         b_k = tl.load(k + (o_r[:, None] * H + i_h) * K + o_k[None, :], mask=m, other=0.0).to(tl.float32)
         b_w = tl.dot(b_A, (b_k * b_s[:, None]).to(k.dtype.element_ty))
         tl.store(w + (o_r[:, None] * HV + i_hv) * K + o_k[None, :], b_w.to(w.dtype.element_ty), mask=m)
-
-
-@triton.jit
-def delta_wy_wu_kernel(
-    k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T,
-    H: tl.constexpr, HV: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, USE_G: tl.constexpr, USE_P: tl.constexpr,
-    IS_VARLEN: tl.constexpr,
-):
-    """w, u from the stored A (after delta_wy_solve_kernel; k is the erase key p for Comba)."""
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    _wu_body(i_t, i_bh, k, v, beta, gc, graw, A, w, u, cu_seqlens, chunk_indices, T, H, HV, K, V,
-             BT, BK, BV, USE_G, USE_P, IS_VARLEN)
 
 
 @triton.jit
@@ -286,6 +253,3 @@ def wy_bwd(k, v, beta, gc, A, dw, du, dk_in, cu_seqlens, chunk_indices, NT, p=No
         return dk, dv, dbeta, dgc, dp, dgl
     return dk, dv, dbeta, dgc
 
-
-# the register-resident solve imports this module's helpers, so it is imported after them
-from .delta_wy_solve import delta_wy_solve_kernel  # noqa: E402

@@ -23,7 +23,16 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .delta_wy import _chunk_bounds, _mm
+from .chunk_bounds import _chunk_bounds
+
+BT = 64  # chunk size (fixed: the solve is written for 4 blocks of 16)
+BC = 16
+
+
+@triton.jit
+def _mm(a, b):
+    # exact fp32 products: the triangular solve must not run in tf32
+    return tl.dot(a, b, input_precision="ieee")
 
 
 @triton.jit
